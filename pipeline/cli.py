@@ -1,0 +1,114 @@
+"""The ``cosmogan`` command line: one subcommand per stage. The only module that parses argv.
+
+User errors (PipelineError) become one line on stderr and exit status 1;
+usage errors exit 2 (argparse). Under MPI only rank 0 prints an error that
+every rank raised identically (preflight checks run on all ranks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pipeline import __version__
+from pipeline.errors import PipelineError
+
+
+def _make_data(args) -> None:
+    from pipeline.config import load_config
+    from pipeline.data.make_data import make_all_splits
+    from pipeline.dist.comm import world
+
+    cfg = load_config(args.config, args.set)
+    manifests = make_all_splits(cfg, args.out, progress=not args.quiet)
+    if world().rank == 0:
+        for split, m in manifests.items():
+            print(f"{Path(args.out) / split}: {m.n_maps} maps {m.map_shape[0]}x{m.map_shape[1]}, "
+                  f"{len(m.shards)} shards")
+
+
+def _import(args, maps, source_key=None) -> None:
+    from pipeline.data.importers import import_maps, load_npy
+
+    params, names = None, [n for n in (args.param_names or "").split(",") if n]
+    if args.params:
+        params = load_npy(args.params)
+    elif names:
+        raise PipelineError("--param-names given without --params")
+    m = import_maps(maps, args.out, args.side_angle_deg, args.file, source_key=source_key,
+                    shard_size=args.shard_size, params=params, param_names=names,
+                    progress=not args.quiet)
+    print(f"{args.out}: {m.n_maps} maps {m.map_shape[0]}x{m.map_shape[1]}, {len(m.shards)} shards")
+
+
+def _import_npy(args) -> None:
+    from pipeline.data.importers import load_npy_maps
+
+    _import(args, load_npy_maps(args.file))
+
+
+def _import_h5(args) -> None:
+    from pipeline.data.importers import open_h5_maps
+
+    f, maps = open_h5_maps(args.file, args.key)
+    with f:
+        _import(args, maps, source_key=args.key)
+
+
+def _verify_data(args) -> None:
+    from pipeline.data.verify import verify_dataset
+
+    for d in args.dirs:
+        m = verify_dataset(d, check_values=not args.no_values)
+        print(f"{d}: OK ({m.n_maps} maps {m.map_shape[0]}x{m.map_shape[1]}, {len(m.shards)} shards, "
+              f"{m.side_angle_deg} deg)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cosmogan", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("make-data", help="synthesise train/validation/test datasets from the physical model")
+    s.add_argument("--config", required=True, help="YAML config (see configs/)")
+    s.add_argument("--out", required=True, help="output directory; gets train/, validation/, test/")
+    s.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config value (repeatable)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=_make_data)
+
+    for name, func, what in (("import-npy", _import_npy, ".npy array"), ("import-h5", _import_h5, "HDF5 dataset")):
+        s = sub.add_parser(name, help=f"stream a {what} of maps (n,H,W) or (n,1,H,W) into a dataset")
+        s.add_argument("file", help=f"the {what} file")
+        if name == "import-h5":
+            s.add_argument("--key", default="maps", help="dataset name inside the file (default: maps)")
+        s.add_argument("--out", required=True, help="new dataset directory")
+        s.add_argument("--side-angle-deg", type=float, required=True, help="field side in degrees")
+        s.add_argument("--shard-size", type=int, default=256, help="maps per shard (default 256)")
+        s.add_argument("--params", help=".npy array (n, P) of per-map parameters")
+        s.add_argument("--param-names", help="comma-separated names of the P parameters")
+        s.add_argument("--quiet", action="store_true", help="no progress bar")
+        s.set_defaults(func=func)
+
+    s = sub.add_parser("verify-data", help="check manifest, checksums, shapes, dtypes and values")
+    s.add_argument("dirs", nargs="+", help="dataset directories")
+    s.add_argument("--no-values", action="store_true", help="skip the scan for NaN/Inf")
+    s.set_defaults(func=_verify_data)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except PipelineError as e:
+        from pipeline.dist.comm import world
+
+        if world().rank == 0:
+            sys.stderr.write(f"cosmogan: error: {e}\n")
+        return 1
+    except KeyboardInterrupt:
+        sys.stderr.write("cosmogan: interrupted\n")
+        return 130
+    return 0

@@ -1,0 +1,321 @@
+"""Typed configuration: dataclasses with defaults, YAML files, ``--set`` overrides.
+
+Every stage reads one ``Config``. Unknown keys, wrong types and out-of-range
+values raise ``ConfigError`` naming the file and the dotted key. The resolved
+config (after overrides) is what gets saved next to every output, so a run can
+be reproduced from its output alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+
+from pipeline.errors import ConfigError
+
+PARAM_NAMES = ("Omega_m", "sigma_8")
+
+
+@dataclass
+class SourceConfig:
+    """Source redshift distribution.
+
+    kind: "plane" (all sources at redshift ``z``) or "smail"
+    (n(z) ~ z^alpha exp(-(z/z0)^beta), truncated at ``z_max``).
+    """
+
+    kind: str = "plane"
+    z: float = 1.0
+    z0: float = 0.64
+    alpha: float = 2.0
+    beta: float = 1.5
+    z_max: float = 4.0
+
+    def validate(self, where: str) -> None:
+        _choice(self.kind, ("plane", "smail"), f"{where}.kind")
+        for name in ("z", "z0", "alpha", "beta", "z_max"):
+            _positive(getattr(self, name), f"{where}.{name}")
+
+
+@dataclass
+class CosmologyConfig:
+    """LambdaCDM parameters held fixed, and the grid of varied ones.
+
+    ``grid`` maps each varied parameter (Omega_m, sigma_8) to its list of
+    values; the dataset covers their Cartesian product. Omega_m is the total
+    matter density (CDM + baryons); Omega_b, h, n_s are fixed for all maps.
+    """
+
+    grid: dict = dataclasses.field(default_factory=lambda: {"Omega_m": [0.3], "sigma_8": [0.8]})
+    Omega_b: float = 0.045
+    h: float = 0.7
+    n_s: float = 0.96
+    transfer_function: str = "eisenstein_hu"
+    matter_power_spectrum: str = "halofit"
+
+    def validate(self, where: str) -> None:
+        if set(self.grid) != set(PARAM_NAMES):
+            raise ConfigError(
+                f"{where}.grid: must list exactly {list(PARAM_NAMES)}, got {sorted(self.grid)}"
+            )
+        for name, values in self.grid.items():
+            key = f"{where}.grid.{name}"
+            if isinstance(values, (int, float)) and not isinstance(values, bool):
+                values = [values]
+                self.grid[name] = values
+            if not isinstance(values, list) or not values:
+                raise ConfigError(f"{key}: expected a non-empty list of numbers")
+            for v in values:
+                if isinstance(v, bool) or not isinstance(v, (int, float)):
+                    raise ConfigError(f"{key}: expected numbers, got {v!r}")
+                _positive(v, key)
+            self.grid[name] = [float(v) for v in values]
+        for name in ("Omega_b", "h", "n_s"):
+            _positive(getattr(self, name), f"{where}.{name}")
+        if self.Omega_b >= min(self.grid["Omega_m"]):
+            raise ConfigError(f"{where}.Omega_b: must be below every Omega_m in the grid")
+        _choice(self.transfer_function, ("eisenstein_hu", "bbks", "boltzmann_camb"),
+                f"{where}.transfer_function")
+        _choice(self.matter_power_spectrum, ("halofit", "linear"), f"{where}.matter_power_spectrum")
+
+    def points(self) -> list[tuple[float, ...]]:
+        """The grid's parameter points, in PARAM_NAMES order, Omega_m slowest."""
+        out = [()]
+        for name in PARAM_NAMES:
+            out = [p + (v,) for p in out for v in self.grid[name]]
+        return out
+
+
+@dataclass
+class PhysicsConfig:
+    """How one convergence map is synthesised.
+
+    map_size: pixels per side; side_angle_deg: field side (degrees);
+    field: "gaussian" or "lognormal"; lognormal_shift: "auto" (empty-beam
+    convergence, see docs/physics.md) or the shift lambda as a number;
+    smoothing_arcmin: FWHM of a Gaussian smoothing (0 = none);
+    shape_noise_sigma_e: intrinsic ellipticity dispersion per component
+    (0 = no noise) with n_gal_arcmin2 galaxies per arcmin^2.
+    """
+
+    map_size: int = 64
+    side_angle_deg: float = 3.5
+    field: str = "lognormal"
+    lognormal_shift: Union[str, float] = "auto"
+    smoothing_arcmin: float = 0.0
+    shape_noise_sigma_e: float = 0.0
+    n_gal_arcmin2: float = 30.0
+    source: SourceConfig = dataclasses.field(default_factory=SourceConfig)
+
+    def validate(self, where: str) -> None:
+        _positive(self.map_size, f"{where}.map_size")
+        if self.map_size % 2:
+            raise ConfigError(f"{where}.map_size: must be even, got {self.map_size}")
+        _positive(self.side_angle_deg, f"{where}.side_angle_deg")
+        _choice(self.field, ("gaussian", "lognormal"), f"{where}.field")
+        if isinstance(self.lognormal_shift, str):
+            _choice(self.lognormal_shift, ("auto",), f"{where}.lognormal_shift")
+        else:
+            _positive(self.lognormal_shift, f"{where}.lognormal_shift")
+        _non_negative(self.smoothing_arcmin, f"{where}.smoothing_arcmin")
+        _non_negative(self.shape_noise_sigma_e, f"{where}.shape_noise_sigma_e")
+        _positive(self.n_gal_arcmin2, f"{where}.n_gal_arcmin2")
+        self.source.validate(f"{where}.source")
+
+
+@dataclass
+class DataConfig:
+    """The dataset that make-data writes: one per split, disjoint seeds.
+
+    n_train / n_validation / n_test: maps per split; shard_size: maps per
+    HDF5 shard file (fixed, so the files do not depend on the rank count).
+    """
+
+    seed: int = 1234
+    n_train: int = 400
+    n_validation: int = 100
+    n_test: int = 100
+    shard_size: int = 256
+
+    def validate(self, where: str) -> None:
+        _non_negative(self.seed, f"{where}.seed")
+        for name in ("n_train", "n_validation", "n_test", "shard_size"):
+            _positive(getattr(self, name), f"{where}.{name}")
+
+    def split_sizes(self) -> dict[str, int]:
+        return {"train": self.n_train, "validation": self.n_validation, "test": self.n_test}
+
+
+@dataclass
+class LoaderConfig:
+    """How training reads a dataset: per-rank batch, shuffling, augmentation."""
+
+    batch_size: int = 64
+    shuffle: bool = True
+    augment: bool = True
+    num_workers: int = 0
+    seed: int = 0
+
+    def validate(self, where: str) -> None:
+        _positive(self.batch_size, f"{where}.batch_size")
+        _non_negative(self.num_workers, f"{where}.num_workers")
+        _non_negative(self.seed, f"{where}.seed")
+
+
+@dataclass
+class Config:
+    physics: PhysicsConfig = dataclasses.field(default_factory=PhysicsConfig)
+    cosmology: CosmologyConfig = dataclasses.field(default_factory=CosmologyConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    loader: LoaderConfig = dataclasses.field(default_factory=LoaderConfig)
+
+    def validate(self) -> "Config":
+        for f in dataclasses.fields(self):
+            getattr(self, f.name).validate(f.name)
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def digest(self, *sections: str) -> str:
+        """sha256 of the named sections (all if none): identifies what a dataset was made from."""
+        d = self.to_dict()
+        if sections:
+            d = {k: d[k] for k in sections}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------------
+# loading
+
+
+def load_config(path: Optional[str | Path] = None, overrides: tuple[str, ...] | list[str] = ()) -> Config:
+    """Load ``path`` (YAML; None = defaults), apply ``key.sub=value`` overrides, validate."""
+    raw: dict = {}
+    source = "<defaults>"
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text()
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read config ({e.strerror})") from None
+        try:
+            raw = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            at = f" at line {mark.line + 1}" if mark else ""
+            raise ConfigError(f"{path}: not valid YAML{at}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: top level must be a mapping of sections")
+    for item in overrides:
+        _apply_override(raw, item)
+    try:
+        cfg = _build(Config, raw, "")
+        return cfg.validate()
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+
+
+def config_from_dict(d: dict) -> Config:
+    """Rebuild a Config saved with ``Config.to_dict`` (e.g. from a manifest)."""
+    return _build(Config, d, "").validate()
+
+
+def _apply_override(raw: dict, item: str) -> None:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set {item!r}: expected section.key=value")
+    parts = key.strip().split(".")
+    node = raw
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {item!r}: {p} is not a section")
+    try:
+        node[parts[-1]] = yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise ConfigError(f"--set {item!r}: value is not valid YAML") from None
+
+
+def _build(cls, raw: Any, where: str):
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(raw).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        key = f"{where}.{unknown[0]}" if where else unknown[0]
+        raise ConfigError(f"unknown key {key!r} (known: {', '.join(fields)})")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, value in raw.items():
+        key = f"{where}.{name}" if where else name
+        kwargs[name] = _coerce(hints[name], value, key)
+    return cls(**kwargs)
+
+
+def _coerce(tp, value, key):
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        for option in typing.get_args(tp):
+            if option is type(None) and value is None:
+                return None
+            try:
+                return _coerce(option, value, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}: {value!r} is not {_type_name(tp)}")
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (item_tp,) = typing.get_args(tp)
+        return [_coerce(item_tp, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    raise TypeError(f"config type {tp} of {key} is not supported")
+
+
+def _type_name(tp) -> str:
+    return " or ".join(getattr(a, "__name__", str(a)) for a in typing.get_args(tp))
+
+
+def _positive(value, key):
+    if value <= 0:
+        raise ConfigError(f"{key}: must be positive, got {value}")
+
+
+def _non_negative(value, key):
+    if value < 0:
+        raise ConfigError(f"{key}: must be non-negative, got {value}")
+
+
+def _choice(value, options, key):
+    if value not in options:
+        raise ConfigError(f"{key}: must be one of {', '.join(options)}; got {value!r}")

@@ -1,0 +1,1 @@
+"""Datasets on disk: shards, manifest, making, importing, verifying, loading."""

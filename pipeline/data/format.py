@@ -1,0 +1,216 @@
+"""The dataset format: ``manifest.json`` plus HDF5 shards (docs/data-format.md).
+
+A dataset directory holds ``manifest.json`` and shard files ``shard-NNNNN.h5``.
+Each shard has ``maps`` float32 (n, H, W) chunked one map per chunk (kappa,
+dimensionless, physical units), ``params`` float32 (n, P) and ``index`` int64
+(n,) global map indices. The manifest is written last: a directory without one
+is incomplete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from pipeline.errors import DataError
+
+FORMAT_NAME = "cosmogan-dataset"
+FORMAT_VERSION = 1
+READABLE_VERSIONS = (1,)
+MANIFEST_NAME = "manifest.json"
+MAP_DTYPE = np.dtype("float32")
+
+
+def shard_name(shard_number: int) -> str:
+    return f"shard-{shard_number:05d}.h5"
+
+
+@dataclass
+class ShardInfo:
+    """One shard's entry in the manifest: maps first_index .. first_index + n_maps - 1."""
+
+    path: str
+    first_index: int
+    n_maps: int
+    sha256: str
+
+
+@dataclass
+class Manifest:
+    """What a dataset holds. side_angle_deg: field side in degrees; map_shape: (H, W) pixels."""
+
+    n_maps: int
+    map_shape: tuple[int, int]
+    side_angle_deg: float
+    param_names: list[str]
+    provenance: dict
+    shards: list[ShardInfo] = field(default_factory=list)
+    format: str = FORMAT_NAME
+    format_version: int = FORMAT_VERSION
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d["map_shape"] = list(self.map_shape)
+        return json.dumps(d, indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str) -> "Manifest":
+        if not isinstance(d, dict):
+            raise DataError(f"{where}: manifest must be a JSON object")
+        if d.get("format") != FORMAT_NAME:
+            raise DataError(f"{where}: format is {d.get('format')!r}, expected {FORMAT_NAME!r}")
+        version = d.get("format_version")
+        if version not in READABLE_VERSIONS:
+            raise DataError(f"{where}: format_version {version!r} is not readable by this version "
+                            f"(reads {', '.join(map(str, READABLE_VERSIONS))})")
+        try:
+            shards = [ShardInfo(path=str(s["path"]), first_index=_int(s["first_index"]),
+                                n_maps=_int(s["n_maps"]), sha256=str(s["sha256"]))
+                      for s in d["shards"]]
+            shape = tuple(_int(x) for x in d["map_shape"])
+            m = cls(n_maps=_int(d["n_maps"]), map_shape=shape,
+                    side_angle_deg=float(d["side_angle_deg"]),
+                    param_names=[str(p) for p in d["param_names"]],
+                    provenance=dict(d.get("provenance", {})), shards=shards)
+        except KeyError as e:
+            raise DataError(f"{where}: missing key {e.args[0]!r}") from None
+        except (TypeError, ValueError) as e:
+            raise DataError(f"{where}: malformed entry ({e})") from None
+        if len(shape) != 2 or min(shape) <= 0:
+            raise DataError(f"{where}: map_shape must be two positive sizes, got {list(shape)}")
+        if not m.side_angle_deg > 0:
+            raise DataError(f"{where}: side_angle_deg must be positive, got {m.side_angle_deg}")
+        expected_first = 0
+        for s in shards:
+            if Path(s.path).name != s.path:
+                raise DataError(f"{where}: shard path {s.path!r} must be a plain file name in the dataset directory")
+            if s.first_index != expected_first or s.n_maps <= 0:
+                raise DataError(f"{where}: shard {s.path} covers maps {s.first_index}.."
+                                f"{s.first_index + s.n_maps - 1}, expected to start at {expected_first} "
+                                "with at least one map")
+            expected_first += s.n_maps
+        if expected_first != m.n_maps:
+            raise DataError(f"{where}: shards hold {expected_first} maps, n_maps says {m.n_maps}")
+        return m
+
+    def digest(self) -> str:
+        """sha256 of the canonical manifest: names this exact dataset (stats tables record it)."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()
+
+
+def _int(x) -> int:
+    if isinstance(x, bool) or not isinstance(x, int):
+        raise TypeError(f"expected an integer, got {x!r}")
+    return x
+
+
+def read_manifest(dataset_dir: str | Path) -> Manifest:
+    """Read and check the structure of ``dataset_dir/manifest.json`` (no shard I/O)."""
+    path = Path(dataset_dir) / MANIFEST_NAME
+    if not path.is_file():
+        what = "is not a directory" if not Path(dataset_dir).is_dir() else f"has no {MANIFEST_NAME}"
+        raise DataError(f"{dataset_dir}: {what} (not a dataset, or an incomplete one)")
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{path}: not readable JSON ({e})") from None
+    return Manifest.from_dict(d, str(path))
+
+
+def write_manifest(dataset_dir: str | Path, manifest: Manifest) -> None:
+    atomic_write_bytes(Path(dataset_dir) / MANIFEST_NAME, manifest.to_json().encode())
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------
+# atomic writes: temporary name in the same directory, flush, fsync, rename
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path):
+    """Yield a temporary path beside ``path``; rename it into place on success, remove it on error."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; datasets are shared with a group
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+class ShardWriter:
+    """Writes one shard under a temporary name; ``commit`` renames it into place.
+
+    Used as a context manager: leaving it by an exception removes the
+    temporary file, so a crash never leaves a shard that looks complete.
+    """
+
+    def __init__(self, path: Path, n_maps: int, map_shape: tuple[int, int], param_names: list[str],
+                 first_index: int, attrs: dict):
+        self.path = Path(path)
+        self.n_maps = n_maps
+        self.first_index = first_index
+        self._ctx = atomic_path(self.path)
+        self._tmp = self._ctx.__enter__()
+        self._file = h5py.File(self._tmp, "w")
+        h, w = map_shape
+        self.maps = self._file.create_dataset("maps", (n_maps, h, w), dtype=MAP_DTYPE, chunks=(1, h, w))
+        self.params = self._file.create_dataset("params", (n_maps, len(param_names)), dtype=MAP_DTYPE)
+        self._file.create_dataset("index", data=np.arange(first_index, first_index + n_maps, dtype=np.int64))
+        for key, value in {**attrs, "format": FORMAT_NAME, "format_version": FORMAT_VERSION,
+                           "param_names": json.dumps(param_names)}.items():
+            self._file.attrs[key] = value
+
+    def write(self, offset: int, maps: np.ndarray, params: np.ndarray) -> None:
+        """Write maps[offset : offset + len(maps)] (float32 kappa) and their params."""
+        self.maps[offset:offset + len(maps)] = maps
+        self.params[offset:offset + len(maps)] = params
+
+    def commit(self) -> ShardInfo:
+        self._file.flush()
+        self._file.close()
+        with open(self._tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        sha = file_sha256(self._tmp)
+        self._ctx.__exit__(None, None, None)
+        return ShardInfo(self.path.name, self.first_index, self.n_maps, sha)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            with contextlib.suppress(Exception):
+                self._file.close()
+            self._ctx.__exit__(exc_type, exc, tb)
+        return False

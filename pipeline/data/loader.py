@@ -1,0 +1,192 @@
+"""Rank-aware reading of a dataset for training.
+
+Each epoch has one global order of maps, a permutation drawn from
+(seed, epoch), and one dihedral transform per map (flip / rot90, valid for
+statistically isotropic fields) drawn from the same pair. The order is cut into
+global batches of batch_size x world_size maps; rank r takes the r-th slice
+of each. Every rank therefore runs the same number of steps (the incomplete
+tail is dropped), the shares are disjoint, and the batches do not depend on how
+fast anyone reads. The position (epoch, step) is the loader's whole state, so
+training can resume in the middle of an epoch.
+
+HDF5 files are opened lazily in the process that reads (DataLoader workers
+included), never inherited across a fork.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from pipeline.data.format import Manifest, read_manifest
+from pipeline.data.verify import check_shard_layout, open_shard
+from pipeline.errors import DataError
+
+
+class MapDataset(Dataset):
+    """All maps of one dataset directory; items are (map (1, H, W) float32, params (P,), index)."""
+
+    def __init__(self, dataset_dir: str | Path):
+        self.root = Path(dataset_dir)
+        self.manifest: Manifest = read_manifest(self.root)
+        if self.manifest.n_maps == 0:
+            raise DataError(f"{self.root}: dataset holds no maps")
+        self._starts = np.array([s.first_index for s in self.manifest.shards], dtype=np.int64)
+        self._files: dict[int, object] = {}
+        self._pid = None
+        # Check every shard's layout once here, in the parent, so a bad shard fails
+        # before training starts and not inside a worker.
+        for k in range(len(self.manifest.shards)):
+            self._shard(k)
+        self._close()
+
+    def __len__(self) -> int:
+        return self.manifest.n_maps
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """(shard number, offset in that shard) of a global map index."""
+        k = int(np.searchsorted(self._starts, index, side="right") - 1)
+        return k, index - int(self._starts[k])
+
+    def _shard(self, k: int):
+        if self._pid != os.getpid():  # first use in this process, or a forked worker
+            self._files, self._pid = {}, os.getpid()
+        f = self._files.get(k)
+        if f is None:
+            info = self.manifest.shards[k]
+            path = self.root / info.path
+            f = open_shard(path)
+            check_shard_layout(f, path, info, self.manifest)
+            self._files[k] = f
+        return f
+
+    def _close(self) -> None:
+        for f in self._files.values():
+            f.close()
+        self._files = {}
+
+    def read(self, indices) -> tuple[np.ndarray, np.ndarray]:
+        """Maps (n, H, W) float32 and params (n, P) for global indices, in the order given."""
+        h, w = self.manifest.map_shape
+        maps = np.empty((len(indices), h, w), np.float32)
+        params = np.empty((len(indices), len(self.manifest.param_names)), np.float32)
+        # Read in file order: sequential chunk access is what the page cache serves best.
+        for j in np.argsort(indices, kind="stable"):
+            k, off = self.locate(int(indices[j]))
+            f = self._shard(k)
+            f["maps"].read_direct(maps, np.s_[off], np.s_[j])
+            params[j] = f["params"][off]
+        return maps, params
+
+    def __getitem__(self, index: int):
+        maps, params = self.read([index])
+        return torch.from_numpy(maps), torch.from_numpy(params[0]), index
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_files"], state["_pid"] = {}, None  # h5py handles never cross processes
+        return state
+
+
+def epoch_plan(n_maps: int, seed: int, epoch: int, shuffle: bool, augment: bool):
+    """The epoch's global order of map indices and each position's dihedral op (0..7)."""
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, epoch])))
+    order = rng.permutation(n_maps) if shuffle else np.arange(n_maps)
+    ops = rng.integers(0, 8, n_maps) if augment else np.zeros(n_maps, np.int64)
+    return order, ops
+
+
+def dihedral(maps: torch.Tensor, ops) -> torch.Tensor:
+    """Apply op = 4*flip + quarter_turns to each map of (n, ..., H, W); needs H == W if turning."""
+    out = maps.clone()
+    for j, op in enumerate(ops):
+        m = maps[j]
+        if op >= 4:
+            m = torch.flip(m, dims=(-1,))
+        out[j] = torch.rot90(m, int(op) % 4, dims=(-2, -1))
+    return out
+
+
+class _RankBatches(Dataset):
+    """Item s = this rank's batch number s of the epoch (so DataLoader workers fetch whole batches)."""
+
+    def __init__(self, data: MapDataset, order, ops, rank: int, world_size: int, batch_size: int):
+        self.data, self.order, self.ops = data, order, ops
+        self.rank, self.world_size, self.batch_size = rank, world_size, batch_size
+
+    def __len__(self):
+        return len(self.order) // (self.batch_size * self.world_size)
+
+    def __getitem__(self, step: int):
+        start = (step * self.world_size + self.rank) * self.batch_size
+        sl = slice(start, start + self.batch_size)
+        idx = self.order[sl]
+        maps, params = self.data.read(idx)
+        x = torch.from_numpy(maps).unsqueeze(1)
+        if self.ops[sl].any():
+            x = dihedral(x, self.ops[sl])
+        return {"maps": x, "params": torch.from_numpy(params), "index": torch.from_numpy(idx)}
+
+
+class ShardedLoader:
+    """Iterates this rank's batches, epoch after epoch; ``state_dict`` resumes mid-epoch.
+
+    batch_size is per rank; the global batch is batch_size * world_size.
+    Iterating yields the rest of the current epoch, then moves to the next.
+    Batches are dicts: maps (B, 1, H, W) float32 kappa, params (B, P), index (B,).
+    """
+
+    def __init__(self, dataset_dir: str | Path, batch_size: int, rank: int = 0, world_size: int = 1,
+                 seed: int = 0, shuffle: bool = True, augment: bool = False, num_workers: int = 0):
+        if batch_size <= 0:
+            raise DataError(f"batch size must be positive, got {batch_size}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside world of size {world_size}")
+        self.data = MapDataset(dataset_dir)
+        self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
+        self.seed, self.shuffle, self.augment, self.num_workers = seed, shuffle, augment, num_workers
+        h, w = self.data.manifest.map_shape
+        if augment and h != w:
+            raise DataError(f"{dataset_dir}: rot90 augmentation needs square maps, got {h}x{w}")
+        if self.steps_per_epoch == 0:
+            raise DataError(f"{dataset_dir}: {len(self.data)} maps make no full global batch of "
+                            f"{batch_size} x {world_size} ranks")
+        self.epoch, self.step = 0, 0
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.data) // (self.batch_size * self.world_size)
+
+    def __len__(self) -> int:
+        """Batches left in the current epoch."""
+        return self.steps_per_epoch - self.step
+
+    def __iter__(self):
+        if self.step >= self.steps_per_epoch:
+            self.epoch, self.step = self.epoch + 1, 0
+        order, ops = epoch_plan(len(self.data), self.seed, self.epoch, self.shuffle, self.augment)
+        batches = _RankBatches(self.data, order, ops, self.rank, self.world_size, self.batch_size)
+        remaining = torch.utils.data.Subset(batches, range(self.step, self.steps_per_epoch))
+        loader = DataLoader(remaining, batch_size=None, shuffle=False, num_workers=self.num_workers,
+                            persistent_workers=False)
+        for batch in loader:
+            self.step += 1  # counted when handed out, so a checkpoint taken now resumes after it
+            yield batch
+        self.epoch, self.step = self.epoch + 1, 0
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "step": self.step, "seed": self.seed,
+                "global_batch": self.batch_size * self.world_size, "n_maps": len(self.data)}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Resume at (epoch, step). The global batch and dataset size must match: the epoch's
+        order is cut into global batches, so another global batch would replay or skip maps."""
+        for key in ("global_batch", "n_maps", "seed"):
+            mine = self.state_dict()[key]
+            if state[key] != mine:
+                raise DataError(f"cannot resume the loader: {key} was {state[key]}, now {mine}")
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])

@@ -1,0 +1,74 @@
+"""The process group of a batch stage: MPI when launched by mpirun/srun, else one process.
+
+Only pipeline/dist reads launcher environment variables. Stages ask for
+``world()`` and use the small subset of the mpi4py API that ``SerialComm``
+mirrors (rank, size, bcast, gather, allgather, allreduce, barrier, Abort), so
+the same code runs as a single process without mpi4py installed.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+
+# Set by MPICH/Hydra and by srun --mpi=pmi2 (PMI_*), Open MPI (OMPI_*), Intel MPI / PMIx (PMIX_*).
+_MPI_LAUNCHER_VARS = ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS")
+
+
+class SerialComm:
+    """A one-rank stand-in for ``mpi4py.MPI.COMM_WORLD``."""
+
+    rank = 0
+    size = 1
+
+    def bcast(self, obj, root=0):
+        return obj
+
+    def gather(self, obj, root=0):
+        return [obj]
+
+    def allgather(self, obj):
+        return [obj]
+
+    def allreduce(self, obj, op=None):
+        return obj
+
+    def barrier(self):
+        pass
+
+    def Abort(self, code=1):  # noqa: N802 (mpi4py's name)
+        sys.exit(code)
+
+
+def launched_under_mpi() -> bool:
+    """True when an MPI launcher started this process (COSMOGAN_MPI=0/1 overrides)."""
+    forced = os.environ.get("COSMOGAN_MPI")
+    if forced is not None:
+        return forced == "1"
+    return any(v in os.environ for v in _MPI_LAUNCHER_VARS)
+
+
+@functools.lru_cache(maxsize=None)
+def world():
+    """COMM_WORLD under an MPI launcher, else a SerialComm."""
+    if not launched_under_mpi():
+        return SerialComm()
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        sys.stderr.write("cosmogan: error: launched under MPI but mpi4py is not installed "
+                         "(pip install .[mpi] or load the site's mpi4py)\n")
+        sys.exit(1)
+    return MPI.COMM_WORLD
+
+
+def abort(message: str, code: int = 1) -> None:
+    """Print one line and end every rank: for errors that only some ranks see."""
+    comm = world()
+    prefix = f"rank {comm.rank}: " if comm.size > 1 else ""
+    sys.stderr.write(f"cosmogan: error: {prefix}{message}\n")
+    sys.stderr.flush()
+    if comm.size > 1:
+        comm.Abort(code)
+    sys.exit(code)

@@ -1,0 +1,50 @@
+"""Shared test helpers: run the CLI as a user would, serially or under `mpirun -n 2`."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+BIN = Path(sys.executable).parent
+
+
+def cli_env() -> dict:
+    env = dict(os.environ)
+    # One BLAS/torch thread per rank: two ranks on two cores, no oversubscription.
+    env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    for var in ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "COSMOGAN_MPI"):
+        env.pop(var, None)
+    return env
+
+
+def run_cli(*args, ranks: int = 0, timeout: float = 300, check: bool = False) -> subprocess.CompletedProcess:
+    """Run `python -m pipeline ARGS`, under `mpirun -n RANKS` when ranks > 0."""
+    cmd = [sys.executable, "-m", "pipeline", *map(str, args)]
+    if ranks:
+        cmd = [str(BIN / "mpirun"), "-n", str(ranks), *cmd]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=cli_env(), cwd=REPO)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
+    """A user error: non-zero exit, one line on stderr naming what is wrong, no traceback."""
+    assert proc.returncode != 0, proc.stdout
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("cosmogan: error: "), lines[0]
+    for frag in fragments:
+        assert frag in lines[0], (frag, lines[0])
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """The tiny config's datasets, made once per session by a serial make-data."""
+    out = tmp_path_factory.mktemp("tiny") / "data"
+    run_cli("make-data", "--config", CONFIGS / "tiny.yaml", "--out", out, "--quiet", check=True)
+    return out

@@ -1,0 +1,59 @@
+import dataclasses
+
+import pytest
+
+from conftest import CONFIGS
+from pipeline.config import Config, config_from_dict, load_config
+from pipeline.errors import ConfigError
+
+
+def test_defaults_validate():
+    cfg = load_config(None)
+    assert cfg == Config().validate()
+
+
+@pytest.mark.parametrize("name", ["tiny.yaml", "quickstart.yaml"])
+def test_shipped_configs_load(name):
+    cfg = load_config(CONFIGS / name)
+    assert cfg.physics.map_size > 0 and cfg.data.n_train > 0
+
+
+def test_overrides_are_typed():
+    cfg = load_config(CONFIGS / "tiny.yaml", ["physics.map_size=16", "physics.lognormal_shift=0.05",
+                                              "cosmology.grid.sigma_8=[0.7, 0.9]"])
+    assert cfg.physics.map_size == 16
+    assert cfg.physics.lognormal_shift == 0.05
+    assert cfg.cosmology.points() == [(0.25, 0.7), (0.25, 0.9), (0.35, 0.7), (0.35, 0.9)]
+
+
+def test_int_is_accepted_where_float_expected():
+    cfg = load_config(None, ["physics.side_angle_deg=2"])
+    assert isinstance(cfg.physics.side_angle_deg, float)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("nope.x=1", "unknown key 'nope'"),
+    ("physics.source.kind=sheet", "physics.source.kind"),
+    ("physics.source=3", "physics.source: expected a mapping"),
+    ("loader.shuffle=yes please", "loader.shuffle: expected true or false"),
+    ("physics.map_size=33", "must be even"),
+    ("physics.lognormal_shift=guess", "physics.lognormal_shift"),
+    ("cosmology.grid={Omega_m: [0.3]}", "must list exactly"),
+    ("cosmology.Omega_b=0.5", "Omega_b: must be below"),
+    ("physics", "expected section.key=value"),
+])
+def test_bad_overrides(override, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        load_config(None, [override])
+
+
+def test_round_trip_through_dict():
+    cfg = load_config(CONFIGS / "tiny.yaml")
+    assert config_from_dict(dataclasses.asdict(cfg)) == cfg
+
+
+def test_digest_names_the_settings():
+    a = load_config(CONFIGS / "tiny.yaml")
+    b = load_config(CONFIGS / "tiny.yaml", ["data.seed=99"])
+    assert a.digest("physics") == b.digest("physics")
+    assert a.digest() != b.digest()
