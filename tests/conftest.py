@@ -1,5 +1,6 @@
 """Shared test helpers: run the CLI as a user would, serially or under `mpirun -n 2`."""
 
+import json
 import os
 import subprocess
 import sys
@@ -40,6 +41,17 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) ->
     assert lines[0].startswith("cosmogan: error: "), lines[0]
     for frag in fragments:
         assert frag in lines[0], (frag, lines[0])
+
+
+def rewrite_checksum(dataset: Path, shard: str) -> None:
+    """Record a shard's current sha256 in the manifest (after a test altered the shard on purpose)."""
+    from pipeline.data.format import file_sha256
+
+    manifest = json.loads((dataset / "manifest.json").read_text())
+    for entry in manifest["shards"]:
+        if entry["path"] == shard:
+            entry["sha256"] = file_sha256(dataset / shard)
+    (dataset / "manifest.json").write_text(json.dumps(manifest))
 
 
 @pytest.fixture(scope="session")

@@ -87,6 +87,8 @@ def _make_split(cfg: Config, split_dir: Path, split: str, plan: dict, progress: 
         return read_manifest(split_dir)
     if comm.rank == 0:
         split_dir.mkdir(parents=True, exist_ok=True)
+        for stale in split_dir.glob(".shard-*.tmp"):  # left by a killed run; never complete
+            stale.unlink()
     comm.barrier()
 
     n_maps, shard_size = plan["recipe"]["n_maps"], cfg.data.shard_size

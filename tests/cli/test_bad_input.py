@@ -7,8 +7,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import CONFIGS, assert_one_line_error, run_cli
-from pipeline.data.format import file_sha256
+from conftest import CONFIGS, assert_one_line_error, rewrite_checksum, run_cli
 
 
 @pytest.fixture
@@ -29,11 +28,7 @@ def rewrite_shard(dataset, name, mutate, fix_checksum=True):
     with h5py.File(dataset / name, "r+") as f:
         mutate(f)
     if fix_checksum:
-        manifest = json.loads((dataset / "manifest.json").read_text())
-        for s in manifest["shards"]:
-            if s["path"] == name:
-                s["sha256"] = file_sha256(dataset / name)
-        (dataset / "manifest.json").write_text(json.dumps(manifest))
+        rewrite_checksum(dataset, name)
 
 
 def replace_maps(data):
@@ -49,9 +44,7 @@ def test_truncated_shard(dataset):
     path = dataset / "shard-00001.h5"
     path.write_bytes(path.read_bytes()[:1000])
     assert_one_line_error(run_cli("verify-data", dataset), "shard-00001.h5", "sha256")
-    manifest = json.loads((dataset / "manifest.json").read_text())
-    manifest["shards"][1]["sha256"] = file_sha256(path)
-    (dataset / "manifest.json").write_text(json.dumps(manifest))
+    rewrite_checksum(dataset, "shard-00001.h5")
     assert_one_line_error(run_cli("verify-data", dataset), "shard-00001.h5", "not a readable HDF5")
 
 

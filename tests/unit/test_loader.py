@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import rewrite_checksum, run_cli
 from pipeline.data.loader import ShardedLoader, dihedral, epoch_plan
 from pipeline.errors import DataError
 
@@ -98,3 +98,28 @@ def test_augmentation_draws_every_op():
 def test_too_few_maps_for_one_global_batch(numbered):
     with pytest.raises(DataError, match="make no full global batch"):
         ShardedLoader(numbered, batch_size=20, world_size=2)
+
+
+def test_fast_path_and_h5py_path_read_the_same(numbered, tmp_path):
+    """Our shards are read by pread at chunk offsets; a compressed shard written by another
+    tool goes through h5py. Both must give the same maps."""
+    import shutil
+
+    import h5py
+
+    from pipeline.data.loader import MapDataset
+
+    ds = tmp_path / "ds"
+    shutil.copytree(numbered, ds)
+    fast = MapDataset(ds)
+    assert fast._shard(0).offsets is not None
+    expected = fast.read(np.arange(37)[::-1])[0]
+    fast.close()
+    with h5py.File(ds / "shard-00000.h5", "r+") as f:
+        data = f["maps"][:]
+        del f["maps"]
+        f.create_dataset("maps", data=data, chunks=(1, 6, 6), compression="gzip")
+    rewrite_checksum(ds, "shard-00000.h5")
+    slow = MapDataset(ds)
+    assert slow._shard(0).offsets is None
+    np.testing.assert_array_equal(slow.read(np.arange(37)[::-1])[0], expected)
