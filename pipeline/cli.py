@@ -65,6 +65,29 @@ def _verify_data(args) -> None:
               f"{m.side_angle_deg} deg)")
 
 
+def _stats(args) -> None:
+    from pipeline.config import load_config
+    from pipeline.dist.comm import world
+    from pipeline.stats.fanout import compute_stats
+
+    cfg = load_config(args.config, args.set)
+    out = compute_stats(args.data, args.out, cfg.stats, like=args.like, progress=not args.quiet)
+    if world().rank == 0:
+        print(f"{out}: statistics of {args.data}")
+
+
+def _compare(args) -> None:
+    from pipeline.stats.compare import compare_tables, write_summary
+
+    summary = compare_tables(args.reference, args.candidate)
+    write_summary(summary, args.out)
+    for name, r in summary["statistics"].items():
+        worst = "n/a" if r["worst_rel_diff"] is None else f"{r['worst_rel_diff']:+.2%}"
+        print(f"{name:>15}: worst rel diff {worst}, min KS p {r['ks_min_pvalue']:.3g}, "
+              f"KS p > {summary['ks_alpha']} in {r['ks_frac_above_alpha']:.0%} of bins")
+    print(f"{args.out}/summary.md")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cosmogan", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -79,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_make_data)
 
     for name, func, what in (("import-npy", _import_npy, ".npy array"), ("import-h5", _import_h5, "HDF5 dataset")):
-        s = sub.add_parser(name, help=f"stream a {what} of maps (n,H,W) or (n,1,H,W) into a dataset")
+        s = sub.add_parser(name, help=f"stream a {what} of maps (n,H,W), (n,1,H,W) or (n,H,W,1) into a dataset")
         s.add_argument("file", help=f"the {what} file")
         if name == "import-h5":
             s.add_argument("--key", default="maps", help="dataset name inside the file (default: maps)")
@@ -90,6 +113,22 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--param-names", help="comma-separated names of the P parameters")
         s.add_argument("--quiet", action="store_true", help="no progress bar")
         s.set_defaults(func=func)
+
+    s = sub.add_parser("stats", help="compute every statistic of every map of a dataset (MPI fan-out)")
+    s.add_argument("data", help="dataset directory")
+    s.add_argument("--out", required=True, help="stats table to write (HDF5)")
+    s.add_argument("--config", help="YAML config whose `stats` section sets the bins (default: built-in)")
+    s.add_argument("--like", help="reuse the bins of this stats table (for a bin-by-bin compare)")
+    s.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config value (repeatable)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=_stats)
+
+    s = sub.add_parser("compare", help="compare two stats tables: KS tests, relative errors, chi^2")
+    s.add_argument("reference", help="stats table of the reference maps (A)")
+    s.add_argument("candidate", help="stats table of the candidate maps (B)")
+    s.add_argument("--out", required=True, help="directory for summary.json and summary.md")
+    s.set_defaults(func=_compare)
 
     s = sub.add_parser("verify-data", help="check manifest, checksums, shapes, dtypes and values")
     s.add_argument("dirs", nargs="+", help="dataset directories")

@@ -171,11 +171,48 @@ class LoaderConfig:
 
 
 @dataclass
+class StatsConfig:
+    """Bins of the summary statistics (docs/statistics.md) and the fan-out's chunking.
+
+    ell bins: n_ell bins from ell_min to ell_max (rad^-1), "linear" or "log"
+    spacing (every bin must hold at least one Fourier mode); 0 means automatic: ell_min = the fundamental mode 2 pi / theta,
+    ell_max = half the Nyquist ell, pi N / (2 theta). Thresholds: n_thresholds bins
+    from threshold_min to threshold_max, in units of the dataset's pooled pixel
+    standard deviation ("sigma") or of kappa itself ("kappa"). chunk_size: maps
+    per unit of work (and per resumable part file).
+    """
+
+    n_ell: int = 20
+    ell_min: float = 0.0
+    ell_max: float = 0.0
+    ell_spacing: str = "linear"
+    n_thresholds: int = 34
+    threshold_min: float = -2.0
+    threshold_max: float = 3.0
+    threshold_units: str = "sigma"
+    chunk_size: int = 256
+
+    def validate(self, where: str) -> None:
+        for name in ("n_ell", "n_thresholds", "chunk_size"):
+            _positive(getattr(self, name), f"{where}.{name}")
+        _non_negative(self.ell_min, f"{where}.ell_min")
+        _non_negative(self.ell_max, f"{where}.ell_max")
+        if self.ell_max and self.ell_max <= self.ell_min:
+            raise ConfigError(f"{where}.ell_max: must exceed ell_min ({self.ell_min}), got {self.ell_max}")
+        _choice(self.ell_spacing, ("linear", "log"), f"{where}.ell_spacing")
+        if self.threshold_max <= self.threshold_min:
+            raise ConfigError(f"{where}.threshold_max: must exceed threshold_min "
+                              f"({self.threshold_min}), got {self.threshold_max}")
+        _choice(self.threshold_units, ("sigma", "kappa"), f"{where}.threshold_units")
+
+
+@dataclass
 class Config:
     physics: PhysicsConfig = dataclasses.field(default_factory=PhysicsConfig)
     cosmology: CosmologyConfig = dataclasses.field(default_factory=CosmologyConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     loader: LoaderConfig = dataclasses.field(default_factory=LoaderConfig)
+    stats: StatsConfig = dataclasses.field(default_factory=StatsConfig)
 
     def validate(self) -> "Config":
         for f in dataclasses.fields(self):

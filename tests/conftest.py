@@ -33,6 +33,25 @@ def run_cli(*args, ranks: int = 0, timeout: float = 300, check: bool = False) ->
     return proc
 
 
+def run_main(*args, check: bool = False) -> subprocess.CompletedProcess:
+    """Run the CLI in this process (no interpreter start-up): for the many short bad-input cases."""
+    import contextlib
+    import io
+
+    from pipeline.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as e:  # argparse usage errors
+            code = e.code
+    proc = subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+    if check and code != 0:
+        raise AssertionError(f"cosmogan {' '.join(map(str, args))} failed ({code}):\n{proc.stderr}")
+    return proc
+
+
 def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
     """A user error: non-zero exit, one line on stderr naming what is wrong, no traceback."""
     assert proc.returncode != 0, proc.stdout

@@ -26,7 +26,7 @@ _BLOCK = 64
 
 
 def load_npy_maps(path: str | Path):
-    """Memory-map a .npy file of maps (n, H, W) or (n, 1, H, W) without reading it."""
+    """Memory-map a .npy file of maps (n, H, W), (n, 1, H, W) or (n, H, W, 1) without reading it."""
     return _as_map_stack(load_npy(path), str(path))
 
 
@@ -41,7 +41,7 @@ def load_npy(path: str | Path) -> np.ndarray:
 
 
 def open_h5_maps(path: str | Path, key: str):
-    """Open an HDF5 dataset of maps (n, H, W) or (n, 1, H, W); returns (file, dataset)."""
+    """Open an HDF5 dataset of maps (n, H, W), (n, 1, H, W) or (n, H, W, 1); returns (file, dataset)."""
     try:
         f = h5py.File(path, "r")
     except FileNotFoundError:
@@ -62,25 +62,27 @@ def _as_map_stack(arr, where: str):
     if arr.dtype.kind not in "fiu":
         raise DataError(f"{where}: dtype {arr.dtype} is not numeric")
     if arr.ndim == 4 and arr.shape[1] == 1:
-        return _Squeezed(arr)
+        return _Squeezed(arr, channel_axis=1)
+    if arr.ndim == 4 and arr.shape[3] == 1:
+        return _Squeezed(arr, channel_axis=3)
     if arr.ndim != 3:
-        raise DataError(f"{where}: shape {tuple(arr.shape)} is not (n, H, W) or (n, 1, H, W)")
+        raise DataError(f"{where}: shape {tuple(arr.shape)} is not (n, H, W), (n, 1, H, W) or (n, H, W, 1)")
     if min(arr.shape) == 0:
         raise DataError(f"{where}: shape {tuple(arr.shape)} holds no maps")
     return arr
 
 
 class _Squeezed:
-    """View (n, 1, H, W) as (n, H, W) while keeping block reads lazy."""
+    """View (n, 1, H, W) or (n, H, W, 1) as (n, H, W) while keeping block reads lazy."""
 
-    def __init__(self, arr):
-        self._arr = arr
-        self.shape = (arr.shape[0],) + tuple(arr.shape[2:])
+    def __init__(self, arr, channel_axis: int):
+        self._arr, self._axis = arr, channel_axis
+        self.shape = tuple(d for i, d in enumerate(arr.shape) if i != channel_axis)
         self.dtype = arr.dtype
         self.ndim = 3
 
     def __getitem__(self, s):
-        return self._arr[s][:, 0]
+        return np.take(self._arr[s], 0, axis=self._axis)
 
 
 def import_maps(maps, out_dir: str | Path, side_angle_deg: float, source_path: str | Path,

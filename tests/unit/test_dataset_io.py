@@ -13,7 +13,7 @@ from pipeline.data.loader import MapDataset
 from pipeline.data.verify import verify_dataset
 
 
-@pytest.mark.parametrize("shape", [(13, 8, 8), (13, 1, 8, 8)])
+@pytest.mark.parametrize("shape", [(13, 8, 8), (13, 1, 8, 8), (13, 8, 8, 1)])
 def test_import_npy_round_trip(tmp_path, shape):
     maps = np.random.default_rng(1).normal(size=shape)  # float64 in, float32 stored
     np.save(tmp_path / "m.npy", maps)

@@ -1,0 +1,147 @@
+"""Comparing two stats tables bin by bin: KS tests, relative errors of means, chi^2.
+
+A is the reference (e.g. held-out simulations), B the candidate (e.g.
+generated maps). For every statistic and bin: the two-sample KS test
+(scipy.stats.ks_2samp), the relative difference of means (B - A) / |A| with
+its standard error; for every statistic: the chi^2 of the mean difference
+under the covariance of that difference, with the Hartlap et al. (2007)
+factor for the inverse of an estimated covariance.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+from scipy import stats as sps
+
+from pipeline.data.format import atomic_write_bytes
+from pipeline.errors import DataError
+from pipeline.stats.table import StatsTable, read_table
+
+KS_ALPHA = 0.05
+
+
+def statistic_columns(table: StatsTable) -> dict[str, np.ndarray]:
+    """Each compared statistic as (n_maps, n_bins)."""
+    c = table.columns
+    return {"power_spectrum": c["power_spectrum"], "V0": c["minkowski"][:, 0], "V1": c["minkowski"][:, 1],
+            "V2": c["minkowski"][:, 2], "peaks": c["peaks"], "pdf": c["pdf"]}
+
+
+def check_comparable(a: StatsTable, b: StatsTable) -> None:
+    ha, hb = a.header, b.header
+    if ha.map_shape != hb.map_shape or ha.side_angle_deg != hb.side_angle_deg:
+        raise DataError(f"{b.path}: made from {hb.map_shape[0]}x{hb.map_shape[1]} maps over "
+                        f"{hb.side_angle_deg} deg, but {a.path} from {ha.map_shape[0]}x{ha.map_shape[1]} "
+                        f"over {ha.side_angle_deg} deg")
+    if ha.bins.l_edges != hb.bins.l_edges:
+        raise DataError(f"{b.path}: ell bins differ from those of {a.path} "
+                        "(make it with `cosmogan stats --like` the other table)")
+    if ha.bins.thresholds != hb.bins.thresholds:
+        raise DataError(f"{b.path}: thresholds differ from those of {a.path} "
+                        "(make it with `cosmogan stats --like` the other table)")
+
+
+def compare_statistic(xa: np.ndarray, xb: np.ndarray) -> dict:
+    """Per-bin and overall comparison of one statistic; xa (n_a, bins), xb (n_b, bins)."""
+    na, nb = len(xa), len(xb)
+    ma, mb = xa.mean(0), xb.mean(0)
+    va, vb = xa.var(0, ddof=1), xb.var(0, ddof=1)
+    diff = mb - ma
+    se = np.sqrt(va / na + vb / nb)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.where(ma != 0, diff / np.abs(ma), np.nan)
+        rel_se = np.where(ma != 0, se / np.abs(ma), np.nan)
+    ks = [sps.ks_2samp(xa[:, j], xb[:, j]) for j in range(xa.shape[1])]
+    ks_p = np.array([r.pvalue for r in ks])
+    ks_d = np.array([r.statistic for r in ks])
+    chi2, dof = _chi2(xa, xb, diff)
+    finite = np.isfinite(rel)
+    worst = int(np.nanargmax(np.abs(rel))) if finite.any() else None
+    return {
+        "n_bins": int(xa.shape[1]),
+        "mean_a": ma.tolist(), "mean_b": mb.tolist(), "rel_diff": _listify(rel), "rel_diff_se": _listify(rel_se),
+        "ks_statistic": ks_d.tolist(), "ks_pvalue": ks_p.tolist(),
+        "worst_bin": worst,
+        "worst_rel_diff": None if worst is None else float(rel[worst]),
+        "median_abs_rel_diff": float(np.nanmedian(np.abs(rel))) if finite.any() else None,
+        # for statistics that cross zero or fall to zero in their tails (V2, peaks, PDF)
+        # a relative error per bin means little; this scales by the statistic's peak amplitude
+        "worst_diff_over_peak": float(np.abs(diff).max() / np.abs(ma).max()) if np.abs(ma).max() > 0 else None,
+        "ks_min_pvalue": float(ks_p.min()),
+        "ks_frac_above_alpha": float((ks_p > KS_ALPHA).mean()),
+        "chi2": chi2, "chi2_dof": dof,
+        "chi2_pvalue": None if dof == 0 else float(sps.chi2.sf(chi2, dof)),
+    }
+
+
+def _chi2(xa, xb, diff) -> tuple[float, int]:
+    """chi^2 = d^T C^-1 d with C = cov_a/n_a + cov_b/n_b over the bins that vary, times the
+    Hartlap factor (n - p - 2)/(n - 1), n the smaller sample, p the bins used."""
+    keep = (xa.std(0) > 0) | (xb.std(0) > 0)
+    p = int(keep.sum())
+    n = min(len(xa), len(xb))
+    if p == 0 or n - p - 2 <= 0:
+        return float("nan"), 0
+    cov = np.cov(xa[:, keep], rowvar=False) / len(xa) + np.cov(xb[:, keep], rowvar=False) / len(xb)
+    cov = np.atleast_2d(cov)
+    d = diff[keep]
+    hartlap = (n - p - 2) / (n - 1)
+    chi2 = float(hartlap * d @ np.linalg.lstsq(cov, d, rcond=None)[0])
+    return chi2, p
+
+
+def _listify(a: np.ndarray) -> list:
+    return [None if not math.isfinite(x) else float(x) for x in a]
+
+
+def compare_tables(path_a: str | Path, path_b: str | Path) -> dict:
+    a, b = read_table(path_a), read_table(path_b)
+    check_comparable(a, b)
+    ca, cb = statistic_columns(a), statistic_columns(b)
+    return {
+        "reference": str(path_a), "candidate": str(path_b), "n_reference": a.n_maps, "n_candidate": b.n_maps,
+        "ell": a.header.bins.ell.tolist(), "l_edges": list(a.header.bins.l_edges),
+        "thresholds": list(a.header.bins.thresholds), "nu": a.header.bins.nu.tolist(),
+        "threshold_sigma": a.header.bins.sigma, "ks_alpha": KS_ALPHA,
+        "statistics": {name: compare_statistic(ca[name], cb[name]) for name in ca},
+    }
+
+
+def write_summary(summary: dict, out_dir: str | Path) -> None:
+    """summary.json (everything) and summary.md (a table and the worst bins), atomically."""
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=1) + "\n").encode())
+        atomic_write_bytes(out / "summary.md", summary_markdown(summary).encode())
+    except OSError as e:
+        raise DataError(f"{out}: cannot write the summary ({e.strerror or e})") from None
+
+
+def summary_markdown(s: dict) -> str:
+    lines = [f"# {Path(s['candidate']).name} against {Path(s['reference']).name}", "",
+             f"Reference: `{s['reference']}` ({s['n_reference']} maps); candidate: `{s['candidate']}` "
+             f"({s['n_candidate']} maps). Relative differences are (candidate - reference) / |reference| "
+             f"of the bin means; KS p-values from scipy.stats.ks_2samp (alpha = {s['ks_alpha']}).", "",
+             "| statistic | bins | median abs rel diff | worst rel diff (bin) | worst diff / peak | min KS p "
+             "| bins with KS p > alpha | chi2 / dof |", "|---|---|---|---|---|---|---|---|"]
+    for name, r in s["statistics"].items():
+        worst = "n/a" if r["worst_bin"] is None else f"{r['worst_rel_diff']:+.3%} ({r['worst_bin']})"
+        med = "n/a" if r["median_abs_rel_diff"] is None else f"{r['median_abs_rel_diff']:.3%}"
+        chi = "n/a" if not r["chi2_dof"] else f"{r['chi2']:.1f} / {r['chi2_dof']}"
+        peak = "n/a" if r["worst_diff_over_peak"] is None else f"{r['worst_diff_over_peak']:.3%}"
+        lines.append(f"| {name} | {r['n_bins']} | {med} | {worst} | {peak} | {r['ks_min_pvalue']:.3g} | "
+                     f"{r['ks_frac_above_alpha']:.0%} | {chi} |")
+    lines += ["", "## Worst bins", ""]
+    for name, r in s["statistics"].items():
+        order = np.argsort([-abs(x) if x is not None else 0 for x in r["rel_diff"]])[:3]
+        axis = s["ell"] if name == "power_spectrum" else s["nu"]
+        unit = "ell" if name == "power_spectrum" else "kappa"
+        items = [f"{unit}={axis[j]:.4g}: {r['rel_diff'][j]:+.3%} +- {r['rel_diff_se'][j]:.3%}, "
+                 f"KS p={r['ks_pvalue'][j]:.3g}" for j in order if r["rel_diff"][j] is not None]
+        lines.append(f"- **{name}**: " + ("; ".join(items) or "no bin with a non-zero reference mean"))
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,180 @@
+"""The ``stats`` stage: every statistic of every map of a dataset, fanned out over MPI ranks.
+
+The dataset is cut into chunks of stats.chunk_size maps; chunk k is computed
+by rank k % size and written atomically to ``OUT.parts/chunk-KKKKK.h5``. When
+all chunks exist rank 0 joins them, in map order, into OUT (atomically) and
+removes the parts. A rerun after a kill computes only the missing chunks. Each
+chunk's numbers depend only on its maps, so the table is the same for any
+number of ranks (at the same threads per rank).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+from tqdm import tqdm
+
+from pipeline.config import StatsConfig
+from pipeline.data.format import atomic_path
+from pipeline.data.loader import MapDataset
+from pipeline.dist.comm import abort, world
+from pipeline.errors import DataError, PipelineError
+from pipeline.stats import MOMENT_NAMES, all_statistics, mode_counts
+from pipeline.stats.table import PER_MAP, Bins, TableHeader, read_table, write_table
+
+
+def ell_edges(cfg: StatsConfig, map_size: int, side_angle_deg: float) -> np.ndarray:
+    """ell bin edges (rad^-1). Defaults: from the fundamental mode 2 pi/theta to half the
+    Nyquist ell pi N/(2 theta), where pixel-window and aliasing effects are still small."""
+    theta = np.deg2rad(side_angle_deg)
+    lo = cfg.ell_min or 2 * np.pi / theta
+    hi = cfg.ell_max or np.pi * map_size / (2 * theta)
+    if hi <= lo:
+        raise DataError(f"stats.ell_max {hi:.1f} must exceed stats.ell_min {lo:.1f} for "
+                        f"{map_size}-pixel maps of {side_angle_deg} deg")
+    edges = (np.geomspace if cfg.ell_spacing == "log" else np.linspace)(lo, hi, cfg.n_ell + 1)
+    empty = np.flatnonzero(mode_counts(map_size, side_angle_deg, edges) == 0)
+    if empty.size:
+        j = int(empty[0])
+        raise DataError(f"stats: ell bin ({edges[j]:.1f}, {edges[j + 1]:.1f}] holds no Fourier mode of "
+                        f"{map_size}-pixel maps over {side_angle_deg} deg; use fewer bins (stats.n_ell) "
+                        "or linear spacing (stats.ell_spacing)")
+    return edges
+
+
+def pooled_sigma(data: MapDataset, chunks: list[range]) -> float:
+    """Pixel standard deviation over the whole dataset (kappa), the same for any rank count:
+    per-chunk float64 sums, combined in chunk order on rank 0."""
+    comm = world()
+    mine = {k: _sums(data.read(np.arange(r.start, r.stop))[0]) for k, r in enumerate(chunks)
+            if k % comm.size == comm.rank}
+    parts = comm.gather(mine, root=0)
+    sigma = None
+    if comm.rank == 0:
+        merged = {k: v for part in parts for k, v in part.items()}
+        n, s, ss = (sum(merged[k][i] for k in range(len(chunks))) for i in range(3))
+        sigma = float(np.sqrt(max(ss / n - (s / n) ** 2, 0.0)))
+    return comm.bcast(sigma, root=0)
+
+
+def _sums(maps: np.ndarray) -> tuple[float, float, float]:
+    x = maps.astype(np.float64)
+    return float(x.size), float(x.sum()), float((x * x).sum())
+
+
+def compute_stats(data_dir: str | Path, out: str | Path, cfg: StatsConfig, like: str | Path | None = None,
+                  progress: bool = True) -> Path:
+    """Write the stats table of the dataset at data_dir to ``out``; returns ``out``.
+
+    like: an existing stats table whose bins (ell edges, kappa thresholds) to reuse,
+    so that two tables can be compared bin by bin.
+    """
+    comm = world()
+    out = Path(out)
+    data = MapDataset(data_dir)
+    m = data.manifest
+    h, w = m.map_shape
+    if h != w:
+        raise DataError(f"{data_dir}: statistics need square maps, got {h}x{w}")
+    like_table = read_table(like) if like is not None else None
+    if like_table is not None and (like_table.header.map_shape != (h, w)
+                                   or like_table.header.side_angle_deg != m.side_angle_deg):
+        lh = like_table.header
+        raise DataError(f"{data_dir}: maps are {h}x{w} over {m.side_angle_deg} deg, but {like} was made "
+                        f"from {lh.map_shape[0]}x{lh.map_shape[1]} maps over {lh.side_angle_deg} deg")
+    recipe = {"source_digest": m.digest(), "stats": cfg.__dict__,
+              "like_bins": like_table.header.bins.digest() if like_table else None}
+    digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
+    if out.exists():
+        if _recipe_of(out) == digest:
+            return out  # complete from an earlier run
+        raise DataError(f"{out}: already exists and holds other statistics; choose another --out or remove it")
+    if not out.parent.is_dir():
+        raise DataError(f"{out.parent}: output directory does not exist")
+
+    chunks = [range(s, min(s + cfg.chunk_size, m.n_maps)) for s in range(0, m.n_maps, cfg.chunk_size)]
+    bins = _bins(cfg, data, chunks, like_table)
+    header = TableHeader(str(Path(data_dir)), m.digest(), (h, w), m.side_angle_deg, m.param_names, bins,
+                         list(MOMENT_NAMES))
+    parts = out.with_name(out.name + ".parts")
+    if comm.rank == 0:
+        parts.mkdir(exist_ok=True)
+        for stale in parts.glob(".chunk-*.tmp"):  # left by a killed run; never complete
+            stale.unlink()
+    comm.barrier()
+
+    mine = [k for k in range(len(chunks)) if k % comm.size == comm.rank]
+    bar = tqdm(total=sum(len(chunks[k]) for k in mine), unit="map", disable=not progress or comm.rank != 0,
+               desc="stats" + (f" (rank 0 of {comm.size})" if comm.size > 1 else ""))
+    reused = 0
+    try:
+        for k in mine:
+            path = parts / f"chunk-{k:05d}.h5"
+            if _recipe_of(path) == digest:
+                reused += 1
+            else:
+                _write_chunk(path, data, chunks[k], header, digest)
+            bar.update(len(chunks[k]))
+    except PipelineError as e:
+        abort(str(e))
+    except OSError as e:
+        abort(f"{parts}: cannot write ({e.strerror or e})")
+    bar.close()
+    reused = comm.gather(reused, root=0)
+    if comm.rank == 0:
+        if sum(reused):
+            print(f"{out}: reused {sum(reused)} of {len(chunks)} chunks from an earlier run", flush=True)
+        _join(parts, len(chunks), out, header, digest)
+    comm.barrier()
+    return out
+
+
+def _bins(cfg: StatsConfig, data: MapDataset, chunks: list[range], like_table) -> Bins:
+    if like_table is not None:
+        return like_table.header.bins
+    edges = ell_edges(cfg, data.manifest.map_shape[0], data.manifest.side_angle_deg)
+    thresholds = np.linspace(cfg.threshold_min, cfg.threshold_max, cfg.n_thresholds + 1)
+    sigma = 1.0
+    if cfg.threshold_units == "sigma":
+        sigma = pooled_sigma(data, chunks)
+        if not sigma > 0:
+            raise DataError(f"{data.root}: every pixel has the same value; thresholds in units "
+                            "of sigma are undefined (use stats.threshold_units=kappa)")
+    return Bins(tuple(edges.tolist()), tuple((thresholds * sigma).tolist()), sigma)
+
+
+def _recipe_of(path: Path) -> str | None:
+    try:
+        with h5py.File(path, "r") as f:
+            return str(f.attrs.get("recipe_digest", ""))
+    except (OSError, FileNotFoundError):
+        return None
+
+
+def _write_chunk(path: Path, data: MapDataset, rows: range, header: TableHeader, digest: str) -> None:
+    maps, params = data.read(np.arange(rows.start, rows.stop))
+    s = all_statistics(maps, header.side_angle_deg, np.asarray(header.bins.l_edges),
+                       np.asarray(header.bins.thresholds))
+    columns = {"index": np.arange(rows.start, rows.stop, dtype=np.int64), "params": params,
+               **{k: s[k] for k in ("power_spectrum", "minkowski", "peaks", "pdf", "moments")}}
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        write_table(f, header, columns)
+        f.attrs["recipe_digest"] = digest
+
+
+def _join(parts: Path, n_chunks: int, out: Path, header: TableHeader, digest: str) -> None:
+    columns = {k: [] for k in PER_MAP}
+    for k in range(n_chunks):
+        with h5py.File(parts / f"chunk-{k:05d}.h5", "r") as f:
+            for key in PER_MAP:
+                columns[key].append(f[key][:])
+    with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
+        write_table(f, header, {k: np.concatenate(v) for k, v in columns.items()})
+        f.attrs["recipe_digest"] = digest
+    shutil.rmtree(parts)
