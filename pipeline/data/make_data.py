@@ -50,6 +50,10 @@ def recipe_digest(recipe: dict) -> str:
 def make_all_splits(cfg: Config, out_dir: str | Path, progress: bool = True) -> dict[str, Manifest]:
     """Write out_dir/{train,validation,test}; returns their manifests (on every rank)."""
     out = Path(out_dir)
+    model = MapModel(cfg.physics, cfg.cosmology)
+    for point in cfg.cosmology.points():  # settings the model refuses fail here, on every rank alike
+        if cfg.physics.field == "lognormal":
+            model.lognormal_spectrum(point)
     plans = {split: _preflight(cfg, out / split, split) for split in SPLITS}
     return {split: _make_split(cfg, out / split, split, plans[split], progress) for split in SPLITS}
 

@@ -60,7 +60,19 @@ def world():
         sys.stderr.write("cosmogan: error: launched under MPI but mpi4py is not installed "
                          "(pip install .[mpi] or load the site's mpi4py)\n")
         sys.exit(1)
+    _share_cores(MPI)
     return MPI.COMM_WORLD
+
+
+def _share_cores(MPI) -> None:
+    """Split this node's cores among its ranks (unless OMP_NUM_THREADS says otherwise), so
+    that N ranks with torch's default of one thread per core don't oversubscribe N-fold."""
+    if "OMP_NUM_THREADS" in os.environ:
+        return
+    local = MPI.COMM_WORLD.Split_type(MPI.COMM_TYPE_SHARED).Get_size()
+    import torch
+
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // local))
 
 
 def abort(message: str, code: int = 1) -> None:

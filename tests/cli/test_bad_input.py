@@ -202,3 +202,11 @@ def test_h5_missing_key(tmp_path):
     assert_one_line_error(run_main("import-h5", src, "--out", tmp_path / "ds", "--side-angle-deg", 1),
                           "maps.h5", "no dataset 'maps'")
     assert not (tmp_path / "ds").exists()
+
+
+def test_lognormal_shift_too_small_fails_before_any_write(tmp_path):
+    out = tmp_path / "data"
+    proc = run_main("make-data", "--config", CONFIGS / "tiny.yaml", "--out", out,
+                    "--set", "physics.lognormal_shift=0.0001")
+    assert_one_line_error(proc, "physics.lognormal_shift", "too small")
+    assert not out.exists()
