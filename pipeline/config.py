@@ -175,7 +175,8 @@ class StatsConfig:
     """Bins of the summary statistics (docs/statistics.md) and the fan-out's chunking.
 
     ell bins: n_ell bins from ell_min to ell_max (rad^-1), "linear" or "log"
-    spacing (every bin must hold at least one Fourier mode); 0 means automatic: ell_min = the fundamental mode 2 pi / theta,
+    spacing (every bin must hold at least one Fourier mode); 0 means automatic: ell_min = half
+    the fundamental mode, pi / theta (bins are open below),
     ell_max = half the Nyquist ell, pi N / (2 theta). Thresholds: n_thresholds bins
     from threshold_min to threshold_max, in units of the dataset's pooled pixel
     standard deviation ("sigma") or of kappa itself ("kappa"). chunk_size: maps

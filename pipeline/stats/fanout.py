@@ -30,11 +30,14 @@ from pipeline.stats.table import PER_MAP, Bins, TableHeader, read_table, write_t
 
 
 def ell_edges(cfg: StatsConfig, map_size: int, side_angle_deg: float) -> np.ndarray:
-    """ell bin edges (rad^-1). Defaults: from the fundamental mode 2 pi/theta to half the
-    Nyquist ell pi N/(2 theta), where pixel-window and aliasing effects are still small."""
+    """ell bin edges (rad^-1). Defaults: from half the fundamental mode, pi/theta (bins are
+    open below, so the fundamental modes 2 pi/theta fall inside the first bin), to half the
+    Nyquist ell pi N/(2 theta), where pixel-window and aliasing effects are still small.
+    That top edge lies on a shell of modes; it is raised by 1e-9 (relative) so the shell is
+    included whatever the rounding."""
     theta = np.deg2rad(side_angle_deg)
-    lo = cfg.ell_min or 2 * np.pi / theta
-    hi = cfg.ell_max or np.pi * map_size / (2 * theta)
+    lo = cfg.ell_min or np.pi / theta
+    hi = cfg.ell_max or np.pi * map_size / (2 * theta) * (1 + 1e-9)
     if hi <= lo:
         raise DataError(f"stats.ell_max {hi:.1f} must exceed stats.ell_min {lo:.1f} for "
                         f"{map_size}-pixel maps of {side_angle_deg} deg")

@@ -1,0 +1,28 @@
+"""Default bins of the stats stage."""
+
+import numpy as np
+import pytest
+
+from pipeline.config import StatsConfig
+from pipeline.errors import DataError
+from pipeline.physics import ell_grid
+from pipeline.stats import mode_counts
+from pipeline.stats.fanout import ell_edges
+
+
+@pytest.mark.parametrize("angle", [1.75, 3.5, 5.0, 10.0])
+def test_default_ell_bins_cover_every_mode_from_the_fundamental(angle):
+    """Every rfft half-plane mode with 0 < ell <= half Nyquist is in exactly one default bin,
+    the fundamental modes included (they sit at 2 pi/theta, inside the first bin)."""
+    n = 64
+    edges = ell_edges(StatsConfig(), n, angle)
+    ell = ell_grid(n, angle)
+    expected = int(((ell > 0) & (ell <= edges[-1])).sum())
+    assert mode_counts(n, angle, edges).sum() == expected
+    assert edges[0] < 2 * np.pi / np.deg2rad(angle) <= edges[1]
+    np.testing.assert_allclose(edges[-1], np.pi * n / (2 * np.deg2rad(angle)), rtol=1e-8)
+
+
+def test_log_bins_without_modes_are_refused():
+    with pytest.raises(DataError, match="holds no Fourier mode"):
+        ell_edges(StatsConfig(ell_spacing="log", n_ell=30), 32, 1.75)
