@@ -101,8 +101,8 @@ def test_too_few_maps_for_one_global_batch(numbered):
 
 
 def test_fast_path_and_h5py_path_read_the_same(numbered, tmp_path):
-    """Our shards are read by pread at chunk offsets; a compressed shard written by another
-    tool goes through h5py. Both must give the same maps."""
+    """Our shards are read by a memcpy per map from a memory map of the file; a compressed
+    shard written by another tool goes through h5py. Both must give the same maps."""
     import shutil
 
     import h5py
@@ -112,7 +112,7 @@ def test_fast_path_and_h5py_path_read_the_same(numbered, tmp_path):
     ds = tmp_path / "ds"
     shutil.copytree(numbered, ds)
     fast = MapDataset(ds)
-    assert fast._shard(0).offsets is not None
+    assert fast._shard(0).mapped is not None
     expected = fast.read(np.arange(37)[::-1])[0]
     fast.close()
     with h5py.File(ds / "shard-00000.h5", "r+") as f:
@@ -121,5 +121,5 @@ def test_fast_path_and_h5py_path_read_the_same(numbered, tmp_path):
         f.create_dataset("maps", data=data, chunks=(1, 6, 6), compression="gzip")
     rewrite_checksum(ds, "shard-00000.h5")
     slow = MapDataset(ds)
-    assert slow._shard(0).offsets is None
+    assert slow._shard(0).mapped is None
     np.testing.assert_array_equal(slow.read(np.arange(37)[::-1])[0], expected)
