@@ -17,14 +17,13 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-from tqdm import tqdm
 
 from pipeline import __version__
 from pipeline.config import PARAM_NAMES, Config
 from pipeline.data.format import (MANIFEST_NAME, Manifest, ShardInfo, ShardWriter, file_sha256,
                                   read_manifest, shard_name, write_manifest)
-from pipeline.dist.comm import abort, world
-from pipeline.errors import DataError, PipelineError
+from pipeline.dist.comm import progress_bar, rank_local_work, world
+from pipeline.errors import DataError
 from pipeline.physics import MapModel
 
 SPLITS = ("train", "validation", "test")
@@ -100,15 +99,10 @@ def _make_split(cfg: Config, split_dir: Path, split: str, plan: dict, progress: 
     mine = range(comm.rank, n_shards, comm.size)
     model = MapModel(cfg.physics, cfg.cosmology)
     points = cfg.cosmology.points()
-    bar = tqdm(total=sum(min(shard_size, n_maps - k * shard_size) for k in mine),
-               desc=f"make-data {split}" + (f" (rank 0 of {comm.size})" if comm.size > 1 else ""),
-               unit="map", disable=not progress or comm.rank != 0)
-    try:
+    bar = progress_bar(sum(min(shard_size, n_maps - k * shard_size) for k in mine), f"make-data {split}",
+                       progress)
+    with rank_local_work(f"{split_dir}: cannot write shard"):
         infos = [_make_shard(model, points, cfg, split_dir, plan, k, n_maps, bar) for k in mine]
-    except PipelineError as e:
-        abort(str(e))
-    except OSError as e:
-        abort(f"{split_dir}: cannot write shard ({e.strerror or e})")
     bar.close()
 
     gathered = comm.gather(infos, root=0)

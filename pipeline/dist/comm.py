@@ -8,9 +8,12 @@ the same code runs as a single process without mpi4py installed.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
+
+from pipeline.errors import PipelineError
 
 # Set by MPICH/Hydra and by srun --mpi=pmi2 (PMI_*), Open MPI (OMPI_*), Intel MPI / PMIx (PMIX_*).
 _MPI_LAUNCHER_VARS = ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS")
@@ -84,3 +87,25 @@ def abort(message: str, code: int = 1) -> None:
     if comm.size > 1:
         comm.Abort(code)
     sys.exit(code)
+
+
+@contextlib.contextmanager
+def rank_local_work(where: str):
+    """Work that each rank does on its own share: an error there ends every rank with one
+    line (via abort), instead of leaving the others waiting in the next collective."""
+    try:
+        yield
+    except PipelineError as e:
+        abort(str(e))
+    except OSError as e:
+        abort(f"{where}: {e.strerror or e}")
+
+
+def progress_bar(total: int, desc: str, enabled: bool = True, unit: str = "map"):
+    """A tqdm bar shown by rank 0 alone, counting rank 0's share of the work."""
+    from tqdm import tqdm
+
+    comm = world()
+    if comm.size > 1:
+        desc += f" (rank 0 of {comm.size})"
+    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled or comm.rank != 0)

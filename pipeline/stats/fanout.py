@@ -12,19 +12,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import shutil
 from pathlib import Path
 
 import h5py
 import numpy as np
-from tqdm import tqdm
 
 from pipeline.config import StatsConfig
 from pipeline.data.format import atomic_path
 from pipeline.data.loader import MapDataset
-from pipeline.dist.comm import abort, world
-from pipeline.errors import DataError, PipelineError
+from pipeline.dist.comm import progress_bar, rank_local_work, world
+from pipeline.errors import DataError
 from pipeline.stats import MOMENT_NAMES, all_statistics, mode_counts
 from pipeline.stats.table import PER_MAP, Bins, TableHeader, read_table, write_table
 
@@ -113,10 +111,9 @@ def compute_stats(data_dir: str | Path, out: str | Path, cfg: StatsConfig, like:
     comm.barrier()
 
     mine = [k for k in range(len(chunks)) if k % comm.size == comm.rank]
-    bar = tqdm(total=sum(len(chunks[k]) for k in mine), unit="map", disable=not progress or comm.rank != 0,
-               desc="stats" + (f" (rank 0 of {comm.size})" if comm.size > 1 else ""))
+    bar = progress_bar(sum(len(chunks[k]) for k in mine), "stats", progress)
     reused = 0
-    try:
+    with rank_local_work(f"{parts}: cannot write"):
         for k in mine:
             path = parts / f"chunk-{k:05d}.h5"
             if _recipe_of(path) == digest:
@@ -124,10 +121,6 @@ def compute_stats(data_dir: str | Path, out: str | Path, cfg: StatsConfig, like:
             else:
                 _write_chunk(path, data, chunks[k], header, digest)
             bar.update(len(chunks[k]))
-    except PipelineError as e:
-        abort(str(e))
-    except OSError as e:
-        abort(f"{parts}: cannot write ({e.strerror or e})")
     bar.close()
     reused = comm.gather(reused, root=0)
     if comm.rank == 0:

@@ -1,7 +1,6 @@
 """The comparison engine against direct computations on known samples."""
 
 import numpy as np
-import pytest
 from scipy import stats as sps
 
 from pipeline.stats.compare import compare_statistic, summary_markdown
