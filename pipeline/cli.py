@@ -88,6 +88,29 @@ def _compare(args) -> None:
     print(f"{args.out}/summary.md")
 
 
+def _train(args) -> int:
+    from pipeline.config import load_config
+    from pipeline.train.fit import train
+
+    config = args.config
+    if config is None:
+        saved = Path(args.run) / "config.yaml"
+        if not saved.is_file():
+            raise PipelineError(f"--config is needed: {args.run} holds no config.yaml to resume with")
+        config = saved
+    cfg = load_config(config, args.set)
+    return train(cfg, args.data, args.run, progress=not args.quiet)
+
+
+def _generate(args) -> None:
+    from pipeline.dist.comm import world
+    from pipeline.validate.generate import generate
+
+    m = generate(args.run, args.checkpoint, args.n, args.out, args.set, progress=not args.quiet)
+    if world().rank == 0:
+        print(f"{args.out}: {m.n_maps} generated maps {m.map_shape[0]}x{m.map_shape[1]}, {len(m.shards)} shards")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cosmogan", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -113,6 +136,25 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--param-names", help="comma-separated names of the P parameters")
         s.add_argument("--quiet", action="store_true", help="no progress bar")
         s.set_defaults(func=func)
+
+    s = sub.add_parser("train", help="train the DCGAN on a dataset; resumes when the run holds a checkpoint")
+    s.add_argument("--config", help="YAML config (default when resuming: RUN/config.yaml)")
+    s.add_argument("--data", required=True, help="make-data output: DATA/train and DATA/validation")
+    s.add_argument("--run", required=True, help="run directory (checkpoints, metrics, samples)")
+    s.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config value (repeatable)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=_train)
+
+    s = sub.add_parser("generate", help="write a dataset of maps from a trained generator")
+    s.add_argument("--run", required=True, help="run directory")
+    s.add_argument("--checkpoint", default="last", help="last (default), best, or a checkpoint path")
+    s.add_argument("--n", type=int, required=True, help="number of maps")
+    s.add_argument("--out", required=True, help="new dataset directory")
+    s.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a value of the run's config, e.g. generate.seed=1")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=_generate)
 
     s = sub.add_parser("stats", help="compute every statistic of every map of a dataset (MPI fan-out)")
     s.add_argument("data", help="dataset directory")
@@ -140,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        status = args.func(args)
     except PipelineError as e:
         from pipeline.dist.comm import world
 
@@ -150,4 +192,4 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("cosmogan: interrupted\n")
         return 130
-    return 0
+    return status or 0

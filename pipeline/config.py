@@ -208,12 +208,131 @@ class StatsConfig:
 
 
 @dataclass
+class ModelConfig:
+    """The DCGAN (CosmoGAN): widths, latent size, kernel, upsampling.
+
+    image_size: pixels per side of the maps (0 = take it from the training data;
+    must be a multiple of 16). g_channels: width of the generator's last hidden
+    layer (its first is 8x, e.g. 512 for 64); d_channels: width of the
+    discriminator's first layer (its last is 8x). upsample: "transposed"
+    (CosmoGAN) or "resize_conv" (nearest-neighbour upsampling then a
+    convolution, against checkerboard artefacts).
+    """
+
+    image_size: int = 0
+    z_dim: int = 64
+    g_channels: int = 64
+    d_channels: int = 64
+    kernel_size: int = 5
+    upsample: str = "transposed"
+
+    def validate(self, where: str) -> None:
+        _non_negative(self.image_size, f"{where}.image_size")
+        if self.image_size % 16:
+            raise ConfigError(f"{where}.image_size: must be a multiple of 16, got {self.image_size}")
+        for name in ("z_dim", "g_channels", "d_channels", "kernel_size"):
+            _positive(getattr(self, name), f"{where}.{name}")
+        if self.kernel_size % 2 == 0:
+            raise ConfigError(f"{where}.kernel_size: must be odd, got {self.kernel_size}")
+        _choice(self.upsample, ("transposed", "resize_conv"), f"{where}.upsample")
+
+
+@dataclass
+class TransformConfig:
+    """The monotone map of kappa into tanh's range (-1, 1) that the GAN sees.
+
+    s(x) = 2x / (x + scale) - 1 with x = kappa + shift (Rodriguez et al. 2018),
+    which keeps the heavy positive tail resolved. shift: "auto" (the training
+    sample's most negative kappa, times 1 + margin) or a number > -min(kappa);
+    scale: "auto" (the median of x over the training sample) or a positive number.
+    """
+
+    shift: Union[str, float] = "auto"
+    scale: Union[str, float] = "auto"
+    margin: float = 0.05
+    fit_maps: int = 256
+
+    def validate(self, where: str) -> None:
+        for name in ("shift", "scale"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                _choice(value, ("auto",), f"{where}.{name}")
+        if not isinstance(self.scale, str):
+            _positive(self.scale, f"{where}.scale")
+        _non_negative(self.margin, f"{where}.margin")
+        _positive(self.fit_maps, f"{where}.fit_maps")
+
+
+@dataclass
+class TrainConfig:
+    """The training loop. Steps count generator updates; every *_every is in steps.
+
+    precision: "fp32", "bf16" or "fp16" (autocast; fp16 with a gradient scaler); device: "auto" (CUDA when present),
+    "cpu" or "cuda"; backend: "single" (one process). lr_*: Adam learning rates,
+    beta1/beta2 Adam's betas; label_flip: probability of flipping each label
+    the discriminator sees; fidelity_maps: generated maps per fidelity check,
+    compared with as many validation maps.
+    """
+
+    steps: int = 1000
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    label_flip: float = 0.01
+    seed: int = 0
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    device: str = "auto"
+    backend: str = "single"
+    checkpoint_every: int = 200
+    keep_checkpoints: int = 3
+    log_every: int = 10
+    sample_every: int = 200
+    fidelity_every: int = 200
+    fidelity_maps: int = 256
+
+    def validate(self, where: str) -> None:
+        for name in ("steps", "lr_g", "lr_d", "checkpoint_every", "keep_checkpoints", "log_every",
+                     "sample_every", "fidelity_every", "fidelity_maps"):
+            _positive(getattr(self, name), f"{where}.{name}")
+        for name in ("beta1", "beta2", "label_flip"):
+            value = getattr(self, name)
+            if not 0 <= value < 1:
+                raise ConfigError(f"{where}.{name}: must be in [0, 1), got {value}")
+        _non_negative(self.seed, f"{where}.seed")
+        _choice(self.precision, ("fp32", "bf16", "fp16"), f"{where}.precision")
+        _choice(self.device, ("auto", "cpu", "cuda"), f"{where}.device")
+        _choice(self.backend, ("single",), f"{where}.backend")
+
+
+@dataclass
+class GenerateConfig:
+    """Generation: maps per shard of the output and per forward pass (both fixed, so the
+    output does not depend on the number of ranks)."""
+
+    seed: int = 0
+    batch_size: int = 64
+    shard_size: int = 1024
+
+    def validate(self, where: str) -> None:
+        _non_negative(self.seed, f"{where}.seed")
+        _positive(self.batch_size, f"{where}.batch_size")
+        _positive(self.shard_size, f"{where}.shard_size")
+
+
+@dataclass
 class Config:
     physics: PhysicsConfig = dataclasses.field(default_factory=PhysicsConfig)
     cosmology: CosmologyConfig = dataclasses.field(default_factory=CosmologyConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     loader: LoaderConfig = dataclasses.field(default_factory=LoaderConfig)
     stats: StatsConfig = dataclasses.field(default_factory=StatsConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    transform: TransformConfig = dataclasses.field(default_factory=TransformConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    generate: GenerateConfig = dataclasses.field(default_factory=GenerateConfig)
 
     def validate(self) -> "Config":
         for f in dataclasses.fields(self):
@@ -260,6 +379,17 @@ def load_config(path: Optional[str | Path] = None, overrides: tuple[str, ...] | 
         return cfg.validate()
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
+
+
+def with_overrides(cfg: Config, overrides) -> Config:
+    """A copy of ``cfg`` with ``--set`` overrides applied and validated."""
+    raw = cfg.to_dict()
+    for item in overrides:
+        _apply_override(raw, item)
+    try:
+        return _build(Config, raw, "").validate()
+    except ConfigError as e:
+        raise ConfigError(f"--set: {e}") from None
 
 
 def config_from_dict(d: dict) -> Config:

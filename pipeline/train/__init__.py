@@ -1,0 +1,1 @@
+"""Training: the GAN step, the fit loop, checkpoints, fidelity checks, metric loggers."""

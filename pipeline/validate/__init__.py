@@ -1,0 +1,1 @@
+"""Validation: generating maps from a trained run, and (next) the statistics report."""

@@ -1,0 +1,153 @@
+"""Training on the tiny config: checkpoints, exact resume after SIGKILL, signals, divergence."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import CONFIGS, REPO, cli_env, run_cli, run_main
+from pipeline.train.checkpoint import load_checkpoint, step_checkpoints
+
+TINY = CONFIGS / "tiny.yaml"
+
+
+def final_weights(run):
+    state = load_checkpoint(step_checkpoints(run)[-1])
+    return state["step"], state["generator"], state["discriminator"], state["opt_g"]
+
+
+def assert_same_weights(a, b):
+    (sa, ga, da, oa), (sb, gb, db, ob) = a, b
+    assert sa == sb
+    for x, y in ((ga, gb), (da, db)):
+        assert x.keys() == y.keys()
+        for k in x:
+            assert torch.equal(x[k], y[k]), k
+    for k, v in oa["state"].items():
+        assert torch.equal(v["exp_avg"], ob["state"][k]["exp_avg"])
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_data, tmp_path_factory):
+    """The reference: 40 steps in one go, in a subprocess (one thread, as the resumed runs)."""
+    run = tmp_path_factory.mktemp("ref") / "run"
+    run_cli("train", "--config", TINY, "--data", tiny_data, "--run", run, "--quiet",
+            "--set", "train.steps=40", check=True)
+    return run
+
+
+def test_run_directory_holds_what_it_promises(uninterrupted):
+    run = uninterrupted
+    assert [p.name for p in step_checkpoints(run)] == [f"step-000000{s}.pt" for s in (24, 32, 40)]  # keep 3
+    assert (run / "checkpoints" / "best.pt").is_file()
+    assert sorted(p.name for p in (run / "samples").iterdir())[-1] == "step-00000040.png"
+    assert any((run / "tensorboard").iterdir())
+    lines = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [ln["step"] for ln in lines if "loss_d" in ln]
+    assert steps == list(range(4, 41, 4))
+    assert all(k in lines[0] for k in ("loss_g", "d_real", "d_fake", "grad_norm_d", "grad_norm_g", "images_per_s"))
+    fid = [ln for ln in lines if "fid_score" in ln]
+    assert [ln["step"] for ln in fid] == [8, 16, 24, 32, 40]
+    state = load_checkpoint(step_checkpoints(run)[-1])
+    for key in ("generator", "discriminator", "opt_g", "opt_d", "scaler", "loader", "rng", "config",
+                "model_args", "transform", "fidelity"):
+        assert key in state, key
+    assert state["loader"]["epoch"] == 3 and state["loader"]["step"] == 4  # 40 = 3 * 12 + 4
+    best = load_checkpoint(run / "checkpoints" / "best.pt")
+    assert best["step"] == state["fidelity"]["best_step"]
+    assert min(ln["fid_score"] for ln in fid) == state["fidelity"]["best_score"]
+
+
+def test_sigkill_and_resume_end_with_identical_weights(tiny_data, uninterrupted, tmp_path):
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "pipeline", "train", "--config", str(TINY), "--data", str(tiny_data),
+           "--run", str(run), "--quiet", "--set", "train.steps=40", "--set", "train.checkpoint_every=4",
+           "--set", "train.keep_checkpoints=100"]
+    proc = subprocess.Popen(cmd, env=cli_env(), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while len(step_checkpoints(run)) < 3:  # killed somewhere after step 12
+        assert proc.poll() is None, "training finished before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = load_checkpoint(step_checkpoints(run)[-1])["step"]
+    assert killed_at < 40
+    run_cli(*cmd[3:], check=True)  # the same command resumes
+    assert_same_weights(final_weights(run), final_weights(uninterrupted))
+    steps = [json.loads(ln)["step"] for ln in (run / "metrics.jsonl").read_text().splitlines()
+             if "loss_d" in ln]
+    assert steps == list(range(4, 41, 4))  # redone steps are logged once
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
+def test_signal_checkpoints_and_exits_75(tiny_data, uninterrupted, tmp_path, sig):
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "pipeline", "train", "--config", str(TINY), "--data", str(tiny_data),
+           "--run", str(run), "--quiet", "--set", "train.steps=40"]
+    proc = subprocess.Popen(cmd, env=cli_env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 120
+    while not (run / "metrics.jsonl").exists() or not (run / "metrics.jsonl").read_text():
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.002)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    if proc.returncode == 0:
+        pytest.skip("training ended before the signal arrived")
+    assert proc.returncode == 75, err
+    assert f"{sig.name} at step" in out
+    stopped = load_checkpoint(step_checkpoints(run)[-1])["step"]
+    assert 0 < stopped < 40
+    run_cli(*cmd[3:], check=True)
+    assert_same_weights(final_weights(run), final_weights(uninterrupted))
+
+
+def test_divergence_stops_with_the_last_good_checkpoint(tiny_data, tmp_path, monkeypatch):
+    import pipeline.train.fit as fit
+
+    real_step = fit.gan_step
+    calls = []
+
+    def step_then_nan(*args, **kwargs):
+        out = real_step(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 11:
+            out["loss_d"] = float("nan")
+        return out
+
+    monkeypatch.setattr(fit, "gan_step", step_then_nan)
+    run = tmp_path / "run"
+    proc = run_main("train", "--config", TINY, "--data", tiny_data, "--run", run, "--quiet")
+    assert proc.returncode == 1
+    assert "step 11: losses are not finite" in proc.stderr and "step-00000008.pt" in proc.stderr
+    assert [p.name for p in step_checkpoints(run)] == ["step-00000008.pt"]
+
+
+@pytest.mark.parametrize("setting", ["train.precision=bf16", "train.channels_last=true",
+                                     "model.upsample=resize_conv"])
+def test_precision_and_layout_options_train(tiny_data, tmp_path, setting):
+    run = tmp_path / "run"
+    run_main("train", "--config", TINY, "--data", tiny_data, "--run", run, "--quiet",
+             "--set", "train.steps=4", "--set", setting, check=True)
+    state = load_checkpoint(step_checkpoints(run)[-1])
+    assert state["step"] == 4
+    assert all(torch.isfinite(v).all() for v in state["generator"].values() if v.is_floating_point())
+
+
+def test_generated_maps_are_kappa(tiny_data, uninterrupted, tmp_path):
+    """generate writes a dataset in physical units: values above the transform's floor -shift."""
+    from pipeline.data.loader import MapDataset
+
+    out = tmp_path / "gen"
+    run_main("generate", "--run", uninterrupted, "--n", 20, "--out", out, "--quiet", check=True)
+    run_main("verify-data", out, check=True)
+    maps = MapDataset(out).read(np.arange(20))[0]
+    shift = load_checkpoint(step_checkpoints(uninterrupted)[-1])["transform"]["shift"]
+    assert maps.min() >= -shift and maps.std() > 0
