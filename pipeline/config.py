@@ -257,8 +257,9 @@ class TransformConfig:
             value = getattr(self, name)
             if isinstance(value, str):
                 _choice(value, ("auto",), f"{where}.{name}")
-        if not isinstance(self.scale, str):
-            _positive(self.scale, f"{where}.scale")
+        for name in ("shift", "scale"):
+            if not isinstance(getattr(self, name), str):
+                _positive(getattr(self, name), f"{where}.{name}")
         _non_negative(self.margin, f"{where}.margin")
         _positive(self.fit_maps, f"{where}.fit_maps")
 

@@ -1,0 +1,234 @@
+"""The CosmoGAN DCGAN (Mustafa et al. 2019, arXiv:1706.02390): generator, discriminator, init.
+
+Shapes below are for a square map of ``image_size`` = H pixels per side, s = H / 16,
+g = ``g_channels``, d = ``d_channels``, k = ``kernel_size`` (odd), B = batch.
+The generator's last layer (tanh) lands in (-1, 1), the range of the pixel
+transform (pipeline/data/transforms.py); maps enter and leave the models
+transformed, never in kappa.
+
+Biases: a convolution followed by BatchNorm has no bias (BatchNorm subtracts the
+per-channel batch mean, so such a bias cancels exactly, in training and eval mode;
+pytorch/examples dcgan does the same). Layers *not* followed by BatchNorm keep
+theirs: the generator's Linear (its bias is per output element, i.e. per channel
+*and pixel*, so BatchNorm2d's per-channel centring does not remove it), the
+generator's last transposed convolution (feeds tanh), the discriminator's first
+convolution (no BatchNorm, as in DCGAN) and its final Linear. CosmoGAN's
+TensorFlow code keeps every bias; the function computed is the same.
+
+Everything here is plain ``nn.Sequential`` of stock layers, so channels_last,
+``torch.autocast`` (bf16 on CPU, bf16/fp16 on CUDA) and ``torch.compile`` apply
+unchanged.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from pipeline.errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pipeline.config import ModelConfig
+
+UPSAMPLE_KINDS = ("transposed", "resize_conv")
+ARG_KEYS = ("image_size", "z_dim", "g_channels", "d_channels", "kernel_size", "upsample")
+
+
+class ModelArgsError(ConfigError, ValueError):
+    """Bad model arguments (image size, widths, kernel, upsampling kind).
+
+    A ValueError for callers that build models directly, and a ConfigError (hence a
+    PipelineError) so the CLI reports it as one line.
+    """
+
+
+def _check_int(name: str, value, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ModelArgsError(f"model.{name}: must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _check_image_size(image_size) -> int:
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size <= 0 \
+            or image_size % 16:
+        raise ModelArgsError(
+            f"model.image_size: must be a positive multiple of 16 (four stride-2 stages), "
+            f"got {image_size!r}")
+    return image_size
+
+
+def _check_kernel(kernel_size) -> int:
+    _check_int("kernel_size", kernel_size)
+    if kernel_size % 2 == 0:
+        raise ModelArgsError(f"model.kernel_size: must be odd (exact halving/doubling with "
+                             f"padding k//2), got {kernel_size}")
+    return kernel_size
+
+
+def _upsample(kind: str, c_in: int, c_out: int, k: int, bias: bool) -> nn.Module:
+    """One stride-2 upsampling stage: (B, c_in, h, w) -> (B, c_out, 2h, 2w)."""
+    if kind == "transposed":
+        # out = (h - 1) * 2 - 2 * (k // 2) + k + 1 = 2h for odd k
+        return nn.ConvTranspose2d(c_in, c_out, k, stride=2, padding=k // 2, output_padding=1,
+                                  bias=bias)
+    if kind == "resize_conv":
+        # nearest x2, then a same-size convolution (Odena et al. 2016: no checkerboard)
+        return nn.Sequential(OrderedDict([
+            ("resize", nn.Upsample(scale_factor=2, mode="nearest")),  # (B, c_in, 2h, 2w)
+            ("conv", nn.Conv2d(c_in, c_out, k, stride=1, padding=k // 2, bias=bias)),  # (B, c_out, 2h, 2w)
+        ]))
+    raise ModelArgsError(f"model.upsample: must be one of {', '.join(UPSAMPLE_KINDS)}; got {kind!r}")
+
+
+class Generator(nn.Module):
+    """z (B, z_dim) ~ N(0, 1) -> map (B, 1, H, W) in (-1, 1).
+
+    Linear to 8g x s x s, BatchNorm, ReLU; four stride-2 upsampling stages
+    8g -> 4g -> 2g -> g -> 1 with k x k kernels, BatchNorm + ReLU between, tanh last.
+    """
+
+    def __init__(self, image_size: int, z_dim: int = 64, g_channels: int = 64,
+                 kernel_size: int = 5, upsample: str = "transposed"):
+        super().__init__()
+        H = _check_image_size(image_size)
+        _check_int("z_dim", z_dim)
+        g = _check_int("g_channels", g_channels)
+        k = _check_kernel(kernel_size)
+        if upsample not in UPSAMPLE_KINDS:
+            raise ModelArgsError(f"model.upsample: must be one of {', '.join(UPSAMPLE_KINDS)}; "
+                                 f"got {upsample!r}")
+        s = H // 16
+        self.image_size, self.z_dim, self.g_channels = H, z_dim, g
+        self.kernel_size, self.upsample = k, upsample
+        self.main = nn.Sequential(OrderedDict([
+            ("fc", nn.Linear(z_dim, 8 * g * s * s)),              # (B, 8g*s*s)
+            ("unflatten", nn.Unflatten(1, (8 * g, s, s))),         # (B, 8g, s, s)   512x16x16 @256
+            ("bn0", nn.BatchNorm2d(8 * g)),
+            ("relu0", nn.ReLU(inplace=True)),
+            ("up1", _upsample(upsample, 8 * g, 4 * g, k, False)),  # (B, 4g, 2s, 2s) 256x32x32
+            ("bn1", nn.BatchNorm2d(4 * g)),
+            ("relu1", nn.ReLU(inplace=True)),
+            ("up2", _upsample(upsample, 4 * g, 2 * g, k, False)),  # (B, 2g, 4s, 4s) 128x64x64
+            ("bn2", nn.BatchNorm2d(2 * g)),
+            ("relu2", nn.ReLU(inplace=True)),
+            ("up3", _upsample(upsample, 2 * g, g, k, False)),      # (B, g, 8s, 8s)  64x128x128
+            ("bn3", nn.BatchNorm2d(g)),
+            ("relu3", nn.ReLU(inplace=True)),
+            ("up4", _upsample(upsample, g, 1, k, True)),           # (B, 1, H, W)    1x256x256
+            ("tanh", nn.Tanh()),                                   # values in (-1, 1)
+        ]))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """z: (B, z_dim) -> (B, 1, H, W) in (-1, 1) (transformed pixels, not kappa)."""
+        return self.main(z)
+
+
+class Discriminator(nn.Module):
+    """Map (B, 1, H, W) -> one real/fake logit per map, shape (B,).
+
+    Four k x k stride-2 convolutions 1 -> d -> 2d -> 4d -> 8d, LeakyReLU(0.2) after
+    each, BatchNorm on all but the first; flatten; Linear to one logit (no sigmoid:
+    use BCEWithLogits).
+    """
+
+    def __init__(self, image_size: int, d_channels: int = 64, kernel_size: int = 5):
+        super().__init__()
+        H = _check_image_size(image_size)
+        d = _check_int("d_channels", d_channels)
+        k = _check_kernel(kernel_size)
+        s = H // 16
+        p = k // 2
+        self.image_size, self.d_channels, self.kernel_size = H, d, k
+        # conv out = floor((h + 2p - k) / 2) + 1 = h / 2 for even h, odd k
+        self.main = nn.Sequential(OrderedDict([
+            ("conv1", nn.Conv2d(1, d, k, 2, p, bias=True)),            # (B, d, H/2, W/2)   64x128x128 @256
+            ("lrelu1", nn.LeakyReLU(0.2, inplace=True)),
+            ("conv2", nn.Conv2d(d, 2 * d, k, 2, p, bias=False)),       # (B, 2d, H/4, W/4)  128x64x64
+            ("bn2", nn.BatchNorm2d(2 * d)),
+            ("lrelu2", nn.LeakyReLU(0.2, inplace=True)),
+            ("conv3", nn.Conv2d(2 * d, 4 * d, k, 2, p, bias=False)),   # (B, 4d, H/8, W/8)  256x32x32
+            ("bn3", nn.BatchNorm2d(4 * d)),
+            ("lrelu3", nn.LeakyReLU(0.2, inplace=True)),
+            ("conv4", nn.Conv2d(4 * d, 8 * d, k, 2, p, bias=False)),   # (B, 8d, s, s)      512x16x16
+            ("bn4", nn.BatchNorm2d(8 * d)),
+            ("lrelu4", nn.LeakyReLU(0.2, inplace=True)),
+            ("flatten", nn.Flatten(1)),                                # (B, 8d*s*s)
+            ("fc", nn.Linear(8 * d * s * s, 1)),                       # (B, 1)
+        ]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, 1, H, W) transformed maps -> (B,) logits."""
+        return self.main(x).squeeze(1)
+
+
+def weights_init(module: nn.Module) -> None:
+    """DCGAN init (Radford et al. 2015), for ``model.apply(weights_init)``.
+
+    Conv2d / ConvTranspose2d / Linear: weight ~ N(0, 0.02), bias = 0.
+    BatchNorm: weight (gamma) ~ N(1, 0.02), bias (beta) = 0. Other modules untouched.
+    Draws from torch's global RNG: seed it first for reproducible weights.
+    """
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
+
+
+def model_args(model_cfg: ModelConfig, image_size: int) -> dict:
+    """The plain, JSON-able dict a checkpoint stores to rebuild the models.
+
+    ``image_size`` is the training data's map size; ``model_cfg.image_size`` is 0
+    (take it from the data) or must equal it.
+    """
+    if model_cfg.image_size and model_cfg.image_size != image_size:
+        raise ModelArgsError(f"model.image_size: config says {model_cfg.image_size} but the "
+                             f"maps are {image_size} pixels per side")
+    args = {
+        "image_size": int(image_size),
+        "z_dim": int(model_cfg.z_dim),
+        "g_channels": int(model_cfg.g_channels),
+        "d_channels": int(model_cfg.d_channels),
+        "kernel_size": int(model_cfg.kernel_size),
+        "upsample": str(model_cfg.upsample),
+    }
+    _check_args(args)
+    return args
+
+
+def _check_args(args: dict) -> None:
+    if not isinstance(args, dict):
+        raise ModelArgsError(f"model args: expected a dict, got {type(args).__name__}")
+    missing = [k for k in ARG_KEYS if k not in args]
+    unknown = sorted(set(args) - set(ARG_KEYS))
+    if missing or unknown:
+        raise ModelArgsError(f"model args: missing {missing}, unknown {unknown} "
+                             f"(expected exactly {list(ARG_KEYS)})")
+    _check_image_size(args["image_size"])
+    for name in ("z_dim", "g_channels", "d_channels"):
+        _check_int(name, args[name])
+    _check_kernel(args["kernel_size"])
+    if args["upsample"] not in UPSAMPLE_KINDS:
+        raise ModelArgsError(f"model.upsample: must be one of {', '.join(UPSAMPLE_KINDS)}; "
+                             f"got {args['upsample']!r}")
+
+
+def build_models(args: dict) -> tuple[Generator, Discriminator]:
+    """(Generator, Discriminator) from ``model_args`` output, ``weights_init`` applied.
+
+    Built and initialised generator first, then discriminator, on the CPU in fp32;
+    the caller seeds torch beforehand and moves / converts them afterwards.
+    """
+    _check_args(args)
+    G = Generator(args["image_size"], z_dim=args["z_dim"], g_channels=args["g_channels"],
+                  kernel_size=args["kernel_size"], upsample=args["upsample"])
+    G.apply(weights_init)
+    D = Discriminator(args["image_size"], d_channels=args["d_channels"],
+                      kernel_size=args["kernel_size"])
+    D.apply(weights_init)
+    return G, D
