@@ -130,8 +130,8 @@ def test_divergence_stops_with_the_last_good_checkpoint(tiny_data, tmp_path, mon
     assert [p.name for p in step_checkpoints(run)] == ["step-00000008.pt"]
 
 
-@pytest.mark.parametrize("setting", ["train.precision=bf16", "train.channels_last=true",
-                                     "model.upsample=resize_conv"])
+@pytest.mark.parametrize("setting", ["train.precision=bf16", "train.precision=fp16", "train.channels_last=true",
+                                     "train.compile=true", "model.upsample=resize_conv"])
 def test_precision_and_layout_options_train(tiny_data, tmp_path, setting):
     run = tmp_path / "run"
     run_main("train", "--config", TINY, "--data", tiny_data, "--run", run, "--quiet",
