@@ -140,7 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("train", help="train the DCGAN on a dataset; resumes when the run holds a checkpoint")
     s.add_argument("--config", help="YAML config (default when resuming: RUN/config.yaml)")
     s.add_argument("--data", required=True, help="make-data output: DATA/train and DATA/validation")
-    s.add_argument("--run", required=True, help="run directory (checkpoints, metrics, samples)")
+    # --run-dir: the same; torchrun's own parser mistakes --run for its --run-path
+    s.add_argument("--run", "--run-dir", dest="run", required=True,
+                   help="run directory (checkpoints, metrics, samples)")
     s.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a config value (repeatable)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -269,7 +269,11 @@ class TrainConfig:
     """The training loop. Steps count generator updates; every *_every is in steps.
 
     precision: "fp32", "bf16" or "fp16" (autocast; fp16 with a gradient scaler); device: "auto" (CUDA when present),
-    "cpu" or "cuda"; backend: "single" (one process). lr_*: Adam learning rates,
+    "cpu" or "cuda"; backend: "single" (one process), "ddp", "horovod" or "auto" (single
+    for one process, horovod under an MPI launcher when installed, else ddp). lr_*: Adam
+    learning rates at the global batch lr_reference_batch, scaled to the actual global
+    batch by lr_scaling ("none", "linear" or "sqrt"); collective_timeout_s: how long a
+    rank waits for the others before failing (DDP). Other fields:
     beta1/beta2 Adam's betas; label_flip: probability of flipping each label
     the discriminator sees; fidelity_maps: generated maps per fidelity check,
     compared with as many validation maps.
@@ -286,7 +290,10 @@ class TrainConfig:
     channels_last: bool = False
     compile: bool = False
     device: str = "auto"
-    backend: str = "single"
+    backend: str = "auto"
+    lr_scaling: str = "none"
+    lr_reference_batch: int = 64
+    collective_timeout_s: float = 300.0
     checkpoint_every: int = 200
     keep_checkpoints: int = 3
     log_every: int = 10
@@ -305,7 +312,10 @@ class TrainConfig:
         _non_negative(self.seed, f"{where}.seed")
         _choice(self.precision, ("fp32", "bf16", "fp16"), f"{where}.precision")
         _choice(self.device, ("auto", "cpu", "cuda"), f"{where}.device")
-        _choice(self.backend, ("single",), f"{where}.backend")
+        _choice(self.backend, ("auto", "single", "ddp", "horovod"), f"{where}.backend")
+        _choice(self.lr_scaling, ("none", "linear", "sqrt"), f"{where}.lr_scaling")
+        _positive(self.lr_reference_batch, f"{where}.lr_reference_batch")
+        _positive(self.collective_timeout_s, f"{where}.collective_timeout_s")
 
 
 @dataclass

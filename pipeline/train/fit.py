@@ -12,7 +12,9 @@ current step and exit with status EXIT_PREEMPTED.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from pipeline.config import Config, config_from_dict
 from pipeline.data.loader import MapDataset, ShardedLoader
 from pipeline.data.transforms import PixelTransform
 from pipeline.dist.backend import Backend, make_backend
+from pipeline.dist.comm import rank_local_work
 from pipeline.errors import ConfigError, DataError, PipelineError
 from pipeline.models import build_models, model_args
 from pipeline.train.checkpoint import (checkpoint_dir, load_checkpoint, rng_state, save_checkpoint,
@@ -100,8 +103,11 @@ class Trainer:
         self.gen.to(memory_format=self.memory_format)
         self.disc.to(memory_format=self.memory_format)
         betas = (tc.beta1, tc.beta2)
-        self.opt_g = torch.optim.Adam(self.gen.parameters(), lr=tc.lr_g, betas=betas)
-        self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=tc.lr_d, betas=betas)
+        self.global_batch = cfg.loader.batch_size * backend.world_size
+        self.lr_factor = {"none": 1.0, "linear": self.global_batch / tc.lr_reference_batch,
+                          "sqrt": (self.global_batch / tc.lr_reference_batch) ** 0.5}[tc.lr_scaling]
+        self.opt_g = torch.optim.Adam(self.gen.parameters(), lr=tc.lr_g * self.lr_factor, betas=betas)
+        self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=tc.lr_d * self.lr_factor, betas=betas)
         self.scaler = torch.amp.GradScaler(backend.device.type, enabled=tc.precision == "fp16")
         self.step = 0
         self.fidelity_record = {"best_score": None, "best_step": None}
@@ -109,8 +115,10 @@ class Trainer:
             self._restore(self.checkpoint)
         self.train_gen = backend.wrap_model(self.gen, "generator")
         self.train_disc = backend.wrap_model(self.disc, "discriminator")
+        self.frozen_disc = self.disc  # the generator step's D: no gradients, so no wrapper
         if tc.compile:
-            self.train_gen, self.train_disc = torch.compile(self.train_gen), torch.compile(self.train_disc)
+            self.train_gen, self.train_disc, self.frozen_disc = (
+                torch.compile(m) for m in (self.train_gen, self.train_disc, self.frozen_disc))
         self.opt_g = backend.wrap_optimizer(self.opt_g, self.gen, "generator")
         self.opt_d = backend.wrap_optimizer(self.opt_d, self.disc, "discriminator")
         backend.broadcast_state([self.gen, self.disc], [self.opt_g, self.opt_d])
@@ -175,12 +183,17 @@ class Trainer:
             (self.run_dir / "config.yaml").write_text(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
         logger = make_logger(self.run_dir, backend.is_main, self.step)
         fidelity = self._fidelity_check() if backend.is_main else None
-        global_batch = self.cfg.loader.batch_size * backend.world_size
+        global_batch = self.global_batch
+        # which process is which rank: launchers name a dead rank by its pid or host
+        places = backend.allgather_object(f"{os.getpid()}@{socket.gethostname()}")
         if backend.is_main:
             start = "resuming from " + self.checkpoint["path"] if self.checkpoint else "starting"
             print(f"train: {start}; per-rank batch {self.cfg.loader.batch_size}, global batch {global_batch} "
-                  f"on {backend.world_size} rank(s) ({backend.name}, {backend.device}); "
+                  f"on {backend.world_size} rank(s) ({backend.name}, {backend.device}); learning rates x"
+                  f"{self.lr_factor:.3g} ({tc.lr_scaling} scaling from global batch {tc.lr_reference_batch}); "
                   f"{self.loader.steps_per_epoch} steps per epoch", flush=True)
+            if backend.world_size > 1:
+                print("train: ranks (pid@host): " + ", ".join(f"{r}={p}" for r, p in enumerate(places)), flush=True)
         from tqdm import tqdm
 
         bar = tqdm(total=tc.steps, initial=self.step, unit="step", desc="train",
@@ -196,7 +209,7 @@ class Trainer:
                     noise = StepNoise.draw(seed_from(tc.seed, 0, backend.rank, self.step), len(real),
                                            self.args["z_dim"], tc.label_flip)
                     metrics = gan_step(self.train_gen, self.train_disc, self.opt_g, self.opt_d, self.scaler,
-                                       real, noise, self.autocast, self.memory_format)
+                                       real, noise, self.autocast, self.memory_format, self.frozen_disc)
                     metrics = backend.mean(metrics)
                     if not all(np.isfinite([metrics["loss_d"], metrics["loss_g"]])):
                         bar.close()
@@ -242,9 +255,10 @@ class Trainer:
     def _save(self, best: bool) -> None:
         if self.backend.is_main:
             state = self.state()
-            save_checkpoint(self.run_dir, state, self.cfg.train.keep_checkpoints)
-            if best:
-                write_checkpoint(checkpoint_dir(self.run_dir) / "best.pt", state)
+            with rank_local_work(f"{checkpoint_dir(self.run_dir)}: cannot write a checkpoint"):
+                save_checkpoint(self.run_dir, state, self.cfg.train.keep_checkpoints)
+                if best:
+                    write_checkpoint(checkpoint_dir(self.run_dir) / "best.pt", state)
         self.backend.barrier()
 
     def generate(self, z: torch.Tensor) -> np.ndarray:
@@ -285,7 +299,8 @@ class Trainer:
 
 def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, progress: bool = True) -> int:
     """Build a trainer (all checks before anything is written) and run it; returns the exit status."""
-    backend = make_backend(cfg.train.backend, cfg.train.device)
-    trainer = Trainer(cfg, Path(data_dir), Path(run_dir), backend, progress)
-    return trainer.fit()
+    backend = make_backend(cfg.train.backend, cfg.train.device, cfg.train.collective_timeout_s)
+    status = Trainer(cfg, Path(data_dir), Path(run_dir), backend, progress).fit()
+    backend.close()  # not on errors: the launcher ends the other ranks
+    return status
 

@@ -39,9 +39,28 @@ def grad_norm(module: torch.nn.Module) -> float:
     return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
 
 
+def _apply(scaler, opt, module) -> float:
+    """Unscale, measure and apply a module's gradients; returns their norm. Optimizers that
+    allreduce asynchronously (Horovod's) expose synchronize(): gradients are whole only after it."""
+    synchronize = getattr(opt, "synchronize", None)
+    if synchronize is not None:
+        synchronize()
+    scaler.unscale_(opt)
+    norm = grad_norm(module)
+    with opt.skip_synchronize() if synchronize is not None else contextlib.nullcontext():
+        scaler.step(opt)
+    return norm
+
+
 def gan_step(gen, disc, opt_g, opt_d, scaler, real: torch.Tensor, noise: StepNoise,
-             autocast: contextlib.AbstractContextManager, memory_format=torch.contiguous_format) -> dict:
-    """Update D then G on one batch of real (transformed) maps (B, 1, H, W). Returns scalar metrics."""
+             autocast: contextlib.AbstractContextManager, memory_format=torch.contiguous_format,
+             frozen_disc=None) -> dict:
+    """Update D then G on one batch of real (transformed) maps (B, 1, H, W). Returns scalar metrics.
+
+    frozen_disc: the discriminator the generator step runs through, default ``disc``;
+    data-parallel training passes the unwrapped module (D's weights get no gradient there).
+    """
+    frozen_disc = disc if frozen_disc is None else frozen_disc
     device = real.device
     z = noise.z.to(device)
     real_labels, fake_labels = noise.real_labels.to(device), noise.fake_labels.to(device)
@@ -55,22 +74,18 @@ def gan_step(gen, disc, opt_g, opt_d, scaler, real: torch.Tensor, noise: StepNoi
                   + F.binary_cross_entropy_with_logits(logits_fake.float(), fake_labels))
     opt_d.zero_grad(set_to_none=True)
     scaler.scale(loss_d).backward()
-    scaler.unscale_(opt_d)
-    norm_d = grad_norm(disc)
-    scaler.step(opt_d)
+    norm_d = _apply(scaler, opt_d, disc)
 
     # D's weights need no gradient in the generator step: freezing them saves that work and
     # keeps D's gradients (and any allreduce hooks on them) out of G's backward pass.
-    disc.requires_grad_(False)
+    frozen_disc.requires_grad_(False)
     with autocast:
-        logits_gen = disc(fake)
+        logits_gen = frozen_disc(fake)
         loss_g = F.binary_cross_entropy_with_logits(logits_gen.float(), ones)
     opt_g.zero_grad(set_to_none=True)
     scaler.scale(loss_g).backward()
-    disc.requires_grad_(True)
-    scaler.unscale_(opt_g)
-    norm_g = grad_norm(gen)
-    scaler.step(opt_g)
+    frozen_disc.requires_grad_(True)
+    norm_g = _apply(scaler, opt_g, gen)
     scaler.update()
 
     return {"loss_d": loss_d.item(), "loss_g": loss_g.item(),
