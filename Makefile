@@ -10,11 +10,13 @@ QUICKSTART_DATA ?= data/quickstart
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: setup.cfg pyproject.toml
+$(VENV)/.installed: setup.cfg pyproject.toml containers/build_horovod.sh
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet -e ".[test]"
+	# Horovod against this torch and the venv's MPICH; the wheel is cached in ~/.cache/cosmogan
+	containers/build_horovod.sh $(PY)
 	touch $@
 
 quickstart: install

@@ -167,7 +167,8 @@ class HorovodBackend(Backend):
 
     Gradients are allreduced by hooks as they are computed; the generator step freezes
     D, so D's hooks never fire outside D's own step (the trap of horovod issue 2559).
-    Parameters and optimizer state are broadcast from rank 0 after any checkpoint load.
+    Parameters and optimizer state are broadcast from rank 0 at start and after any
+    checkpoint load.
     BatchNorm buffers are not synchronised: rank 0's are the ones checkpointed.
     """
 
@@ -203,7 +204,9 @@ class HorovodBackend(Backend):
         for model in models:
             self.hvd.broadcast_parameters(model.state_dict(), root_rank=0)
         for opt in optimizers:
-            self.hvd.broadcast_optimizer_state(opt, root_rank=0)
+            # Not hvd.broadcast_optimizer_state: in 0.28.1 it resets Adam's tensor `step` to 1,
+            # and on a fresh optimizer takes a zero-gradient step first; both change the updates.
+            opt.load_state_dict(self.hvd.broadcast_object(opt.state_dict(), root_rank=0))
 
     def mean(self, values):
         keys = sorted(values)

@@ -108,6 +108,10 @@ class Trainer:
                           "sqrt": (self.global_batch / tc.lr_reference_batch) ** 0.5}[tc.lr_scaling]
         self.opt_g = torch.optim.Adam(self.gen.parameters(), lr=tc.lr_g * self.lr_factor, betas=betas)
         self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=tc.lr_d * self.lr_factor, betas=betas)
+        # wrapped before the restore: Horovod's wrapper is a new optimizer that keeps only
+        # the param_groups of the one it wraps, not its state
+        self.opt_g = backend.wrap_optimizer(self.opt_g, self.gen, "generator")
+        self.opt_d = backend.wrap_optimizer(self.opt_d, self.disc, "discriminator")
         self.scaler = torch.amp.GradScaler(backend.device.type, enabled=tc.precision == "fp16")
         self.step = 0
         self.fidelity_record = {"best_score": None, "best_step": None}
@@ -119,8 +123,6 @@ class Trainer:
         if tc.compile:
             self.train_gen, self.train_disc, self.frozen_disc = (
                 torch.compile(m) for m in (self.train_gen, self.train_disc, self.frozen_disc))
-        self.opt_g = backend.wrap_optimizer(self.opt_g, self.gen, "generator")
-        self.opt_d = backend.wrap_optimizer(self.opt_d, self.disc, "discriminator")
         backend.broadcast_state([self.gen, self.disc], [self.opt_g, self.opt_d])
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(tc.precision)
         self.autocast = (torch.autocast(backend.device.type, dtype=dtype) if dtype

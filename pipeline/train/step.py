@@ -72,7 +72,7 @@ def gan_step(gen, disc, opt_g, opt_d, scaler, real: torch.Tensor, noise: StepNoi
         logits_fake = disc(fake.detach())
         loss_d = (F.binary_cross_entropy_with_logits(logits_real.float(), real_labels)
                   + F.binary_cross_entropy_with_logits(logits_fake.float(), fake_labels))
-    opt_d.zero_grad(set_to_none=True)
+    opt_d.zero_grad()  # (sets to None; Horovod's wrapper takes no arguments)
     scaler.scale(loss_d).backward()
     norm_d = _apply(scaler, opt_d, disc)
 
@@ -82,7 +82,7 @@ def gan_step(gen, disc, opt_g, opt_d, scaler, real: torch.Tensor, noise: StepNoi
     with autocast:
         logits_gen = frozen_disc(fake)
         loss_g = F.binary_cross_entropy_with_logits(logits_gen.float(), ones)
-    opt_g.zero_grad(set_to_none=True)
+    opt_g.zero_grad()
     scaler.scale(loss_g).backward()
     frozen_disc.requires_grad_(True)
     norm_g = _apply(scaler, opt_g, gen)

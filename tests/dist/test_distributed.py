@@ -118,10 +118,11 @@ def _rank_pid(run_log: Path, rank: int, deadline: float) -> int:
     raise AssertionError(f"no rank map in {run_log}: {run_log.read_text() if run_log.exists() else ''}")
 
 
-@pytest.mark.parametrize("launcher", ["mpirun", "torchrun"])
-def test_a_dead_rank_fails_the_job_quickly_and_is_named(tiny_data, tmp_path, launcher):
+@pytest.mark.parametrize("launcher, backend", [("mpirun", "ddp"), ("mpirun", backend_param("horovod")),
+                                               ("torchrun", "ddp")])
+def test_a_dead_rank_fails_the_job_quickly_and_is_named(tiny_data, tmp_path, launcher, backend):
     args = ["-m", "pipeline", "train", "--config", str(CONFIGS / "tiny.yaml"), "--data", str(tiny_data),
-            "--run-dir", str(tmp_path / "run"), "--set", "train.backend=ddp", "--set", "train.steps=100000",
+            "--run-dir", str(tmp_path / "run"), "--set", f"train.backend={backend}", "--set", "train.steps=100000",
             *TWO_RANK]
     cmd = ([str(BIN / "mpirun"), "-n", "2", sys.executable, *args] if launcher == "mpirun" else
            [str(BIN / "torchrun"), "--nproc_per_node", "2", *args])
