@@ -29,13 +29,13 @@ def _horovod_installed():
     return importlib.util.find_spec("horovod") is not None
 
 
-def backend_param(name):
+def backend_param(name, *before):
+    """pytest parameters (*before, name); Horovod's skip without it, and fail under CI."""
+    marks = ()
     if name == "horovod" and not _horovod_installed():
-        if os.environ.get("CI") == "true":
-            return pytest.param(name, marks=pytest.mark.xfail(strict=True, reason="CI must have horovod"))
-        return pytest.param(name, marks=pytest.mark.skip(reason="horovod not installed "
-                                                            "(containers/build_horovod.sh)"))
-    return name
+        marks = (pytest.mark.xfail(strict=True, reason="CI must have horovod") if os.environ.get("CI") == "true"
+                 else pytest.mark.skip(reason="horovod not installed (containers/build_horovod.sh)"))
+    return pytest.param(*before, name, marks=marks)
 
 
 BACKENDS = [backend_param("ddp"), backend_param("horovod")]
@@ -118,8 +118,8 @@ def _rank_pid(run_log: Path, rank: int, deadline: float) -> int:
     raise AssertionError(f"no rank map in {run_log}: {run_log.read_text() if run_log.exists() else ''}")
 
 
-@pytest.mark.parametrize("launcher, backend", [("mpirun", "ddp"), ("mpirun", backend_param("horovod")),
-                                               ("torchrun", "ddp")])
+@pytest.mark.parametrize("launcher, backend", [backend_param("ddp", "mpirun"), backend_param("horovod", "mpirun"),
+                                               backend_param("ddp", "torchrun")])
 def test_a_dead_rank_fails_the_job_quickly_and_is_named(tiny_data, tmp_path, launcher, backend):
     args = ["-m", "pipeline", "train", "--config", str(CONFIGS / "tiny.yaml"), "--data", str(tiny_data),
             "--run-dir", str(tmp_path / "run"), "--set", f"train.backend={backend}", "--set", "train.steps=100000",
