@@ -1,0 +1,79 @@
+#!/bin/bash
+# Validate a trained generator: generate maps, compute their statistics and those of held-out
+# simulations, compare them (KS tests, relative errors, chi^2). One job, three MPI steps.
+#
+#   RUN=runs/cosmogan-train sbatch -A m1234 slurm/validate.sh
+#   RUN=$SCRATCH/runs/a REFERENCE=$SCRATCH/kappa/test N=4096 OUT=$SCRATCH/val/a sbatch -A m1234 slurm/validate.sh
+#
+# Outputs in OUT: generated/ (a dataset), reference.h5 and generated.h5 (stats tables),
+# summary.json and summary.md (the comparison). Every step is resumable: a rerun (or a
+# requeued job) finishes only what is missing.
+#SBATCH -J cosmogan-validate
+#SBATCH -C gpu
+#SBATCH -q regular
+#SBATCH -N 1
+#SBATCH --ntasks-per-node=4
+#SBATCH -c 32
+#SBATCH --gpus-per-node=4
+#SBATCH --gpu-bind=none
+#SBATCH -t 00:30:00
+#SBATCH -o %x-%j.out
+#SBATCH --open-mode=append
+#SBATCH --requeue
+#
+# Knobs (environment): RUN (the training run), CHECKPOINT (last, best (default) or a path),
+# REFERENCE (held-out dataset directory, default DATA/test, or a stats table .h5 made
+# before), N (maps to generate; default: as many as REFERENCE holds), OUT (default
+# RUN/validation), STATS_CONFIG (bins; default RUN/config.yaml), PYTHON or VENV, IMAGE,
+# SRUN_MPI (default pmi2), SRUN_FLAGS. Arguments are passed on to `cosmogan generate`
+# (e.g. --set generate.seed=1).
+set -uo pipefail
+
+# The repository (holds slurm/env.sh): COSMOGAN_ROOT, else the submitted script's directory
+# (Slurm runs a copy of it, so ask scontrol), else the submit directory.
+if [ -z "${COSMOGAN_ROOT:-}" ]; then
+    _script=$(scontrol show job "${SLURM_JOB_ID:-0}" 2>/dev/null | sed -n 's/^ *Command=\([^ ]*\).*/\1/p')
+    for _d in ${_script:+"$(dirname "$_script")/.."} "${SLURM_SUBMIT_DIR:-$PWD}" "$(dirname "$0")/.."; do
+        if [ -f "$_d/slurm/env.sh" ]; then COSMOGAN_ROOT=$(cd "$_d" && pwd); break; fi
+    done
+fi
+if [ -z "${COSMOGAN_ROOT:-}" ]; then
+    echo "cosmogan: error: cannot find the repository: set COSMOGAN_ROOT or submit from its top directory" >&2
+    exit 1
+fi
+# shellcheck source=slurm/env.sh
+source "${COSMOGAN_ROOT}/slurm/env.sh"
+
+RUN="${RUN:-${COSMOGAN_ROOT}/runs/cosmogan-train}"
+CHECKPOINT="${CHECKPOINT:-best}"
+DATA="${DATA:-${COSMOGAN_ROOT}/data/quickstart}"
+REFERENCE="${REFERENCE:-${DATA}/test}"
+OUT="${OUT:-${RUN}/validation}"
+if [ -z "${STATS_CONFIG:-}" ] && [ -f "${RUN}/config.yaml" ]; then
+    STATS_CONFIG="${RUN}/config.yaml"
+fi
+if [ -z "${N:-}" ]; then
+    if [ -f "${REFERENCE}/manifest.json" ]; then  # the dataset's own n_maps (the first one listed)
+        N=$(sed -n 's/^ *"n_maps": *\([0-9][0-9]*\).*/\1/p' "${REFERENCE}/manifest.json" | head -n 1)
+    fi
+    if [ -z "${N:-}" ]; then
+        echo "cosmogan: error: set N (maps to generate): REFERENCE=${REFERENCE} is not a dataset directory" >&2
+        exit 1
+    fi
+fi
+echo "cosmogan: job ${SLURM_JOB_ID:-?} on ${SLURM_JOB_NODELIST:-?}: ${SLURM_NTASKS:-?} tasks," \
+     "RUN=${RUN} CHECKPOINT=${CHECKPOINT} REFERENCE=${REFERENCE} N=${N} OUT=${OUT}"
+mkdir -p "${OUT}" || exit 1
+
+cosmogan_srun generate --run "${RUN}" --checkpoint "${CHECKPOINT}" --n "${N}" --out "${OUT}/generated" \
+    --quiet "$@" || exit $?
+if [ -f "${REFERENCE}" ]; then
+    reference_table="${REFERENCE}"
+else
+    reference_table="${OUT}/reference.h5"
+    cosmogan_srun stats "${REFERENCE}" --out "${reference_table}" ${STATS_CONFIG:+--config "${STATS_CONFIG}"} \
+        --quiet || exit $?
+fi
+cosmogan_srun stats "${OUT}/generated" --out "${OUT}/generated.h5" --like "${reference_table}" --quiet || exit $?
+SRUN_FLAGS="${SRUN_FLAGS:-} -n 1 -N 1" cosmogan_srun compare "${reference_table}" "${OUT}/generated.h5" --out "${OUT}"
+exit $?
