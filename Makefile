@@ -5,8 +5,10 @@ PY := $(VENV)/bin/python
 # The CPU build of torch; site installs (NGC containers) keep their own torch.
 TORCH_SPEC ?= torch==2.13.0
 QUICKSTART_DATA ?= data/quickstart
+QUICKSTART_RUN ?= runs/quickstart
+QUICKSTART_REPORT ?= reports/quickstart
 
-.PHONY: install quickstart test test-fast bench clean
+.PHONY: install quickstart test clean
 
 install: $(VENV)/.installed
 
@@ -19,9 +21,13 @@ $(VENV)/.installed: setup.cfg pyproject.toml containers/build_horovod.sh
 	containers/build_horovod.sh $(PY)
 	touch $@
 
+# The main job on the embedded default: synthetic data, CPU training, validation report.
 quickstart: install
 	$(VENV)/bin/cosmogan make-data --config configs/quickstart.yaml --out $(QUICKSTART_DATA)
 	$(VENV)/bin/cosmogan verify-data $(QUICKSTART_DATA)/train $(QUICKSTART_DATA)/validation $(QUICKSTART_DATA)/test
+	$(VENV)/bin/cosmogan train --config configs/quickstart.yaml --data $(QUICKSTART_DATA) --run $(QUICKSTART_RUN)
+	$(VENV)/bin/mpirun -n 2 $(VENV)/bin/cosmogan validate --run $(QUICKSTART_RUN) \
+	    --reference $(QUICKSTART_DATA)/test --n 2048 --out $(QUICKSTART_REPORT)
 
 test: install
 	$(PY) -m pytest

@@ -111,6 +111,21 @@ def _generate(args) -> None:
         print(f"{args.out}: {m.n_maps} generated maps {m.map_shape[0]}x{m.map_shape[1]}, {len(m.shards)} shards")
 
 
+def _validate(args) -> int:
+    from pipeline.dist.comm import world
+    from pipeline.validate.validate import validate
+
+    summary = validate(args.run, args.reference, args.n, args.out, args.checkpoint, args.set,
+                       args.stats_cache, progress=not args.quiet)
+    if world().rank == 0:
+        v = summary["verdicts"]
+        for name, r in v["statistics"].items():
+            print(f"{name:>15}: {r['metric']} {r['value']:.3%} (threshold {r['threshold']:.0%}) "
+                  f"{'pass' if r['pass'] else 'FAIL'}; KS p > 0.05 in {r['ks_frac_above']:.0%} of bins")
+        print(f"validate: {'PASS' if v['pass'] else 'FAIL'}; report: {Path(args.out) / 'index.html'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cosmogan", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -157,6 +172,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a value of the run's config, e.g. generate.seed=1")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_generate)
+
+    s = sub.add_parser("validate", help="generate N maps, compute and compare their statistics, write the report")
+    s.add_argument("--run", "--run-dir", dest="run", required=True, help="run directory")
+    s.add_argument("--reference", required=True, help="held-out dataset, e.g. DATA/test")
+    s.add_argument("--n", type=int, required=True, help="number of maps to generate")
+    s.add_argument("--out", required=True, help="report directory")
+    s.add_argument("--checkpoint", help="best (default when the run kept one), last, or a path")
+    s.add_argument("--stats-cache", help="where reference statistics are kept and reused (default OUT/stats)")
+    s.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a value of the run's config (e.g. validation.ps_max_rel_err=0.05)")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(func=_validate)
 
     s = sub.add_parser("stats", help="compute every statistic of every map of a dataset (MPI fan-out)")
     s.add_argument("data", help="dataset directory")

@@ -334,6 +334,32 @@ class GenerateConfig:
 
 
 @dataclass
+class ValidationConfig:
+    """The verdicts of `cosmogan validate`: each statistic's worst error against a threshold.
+
+    ps_max_rel_err: worst |relative error| of the mean power spectrum over the ell bins;
+    mf_max_err_over_peak, peaks_max_err_over_peak, pdf_max_err_over_peak: worst |difference
+    of the means| over the peak amplitude of the reference curve (per Minkowski functional);
+    ks_min_frac: least fraction of bins with KS p > 0.05 (0 = not required);
+    chi2_max_reduced: largest chi^2/dof (0 = not required).
+    """
+
+    ps_max_rel_err: float = 0.10
+    mf_max_err_over_peak: float = 0.10
+    peaks_max_err_over_peak: float = 0.10
+    pdf_max_err_over_peak: float = 0.10
+    ks_min_frac: float = 0.0
+    chi2_max_reduced: float = 0.0
+
+    def validate(self, where: str) -> None:
+        for name in ("ps_max_rel_err", "mf_max_err_over_peak", "peaks_max_err_over_peak", "pdf_max_err_over_peak"):
+            _positive(getattr(self, name), f"{where}.{name}")
+        if not 0 <= self.ks_min_frac <= 1:
+            raise ConfigError(f"{where}.ks_min_frac: must be in [0, 1], got {self.ks_min_frac}")
+        _non_negative(self.chi2_max_reduced, f"{where}.chi2_max_reduced")
+
+
+@dataclass
 class Config:
     physics: PhysicsConfig = dataclasses.field(default_factory=PhysicsConfig)
     cosmology: CosmologyConfig = dataclasses.field(default_factory=CosmologyConfig)
@@ -344,6 +370,7 @@ class Config:
     transform: TransformConfig = dataclasses.field(default_factory=TransformConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     generate: GenerateConfig = dataclasses.field(default_factory=GenerateConfig)
+    validation: ValidationConfig = dataclasses.field(default_factory=ValidationConfig)
 
     def validate(self) -> "Config":
         for f in dataclasses.fields(self):

@@ -1,0 +1,427 @@
+"""The validation report: a self-contained HTML page (index.html), its Markdown twin
+(report.md) and the PNG figures beside them, comparing emulated maps with simulations.
+
+    write_report(summary, reference_table, candidate_table, reference_dir, candidate_dir, out_dir)
+
+``summary`` is compare_tables()'s dict, optionally with a "verdicts" entry (the
+validate stage's pass/fail per statistic against its thresholds); without one
+the report shows the comparison's numbers and no verdict. The page needs no
+server and no network: no external CSS, scripts or fonts; figures are referenced
+relatively. A small inline script marks ``<body data-images="ok:N">`` once all N
+figures have loaded (``missing:...`` and a visible warning otherwise), which
+the headless-browser test reads. Every file is written atomically, index.html
+last. What each figure shows and how to read the verdicts: docs/report.md.
+"""
+
+from __future__ import annotations
+
+import datetime
+import html
+import math
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.data.format import atomic_write_bytes
+from pipeline.data.loader import MapDataset
+from pipeline.errors import DataError
+from pipeline.stats.compare import check_comparable, statistic_columns
+from pipeline.stats.table import read_table
+from pipeline.validate import plots
+
+N_SHOWN_MAPS = 4
+MF_NOTE = {"V0": "V0 falls from 1 to 0: a shift of the curve is a shift of the pixel distribution.",
+           "V1": "V1 peaks near the most common κ; its height measures how much contour there is (the "
+                 "map's gradients, i.e. its small-scale power).",
+           "V2": "V2 crosses zero (a ratio would be meaningless there): negative where holes dominate the "
+                 "excursion set, positive where isolated hot spots do."}
+N_HISTOGRAM_MAPS = 256
+
+DISPLAY = {"power_spectrum": "power spectrum C<sub>ℓ</sub>", "V0": "V0 (area)", "V1": "V1 (boundary)",
+           "V2": "V2 (Euler char.)", "peaks": "peak counts", "pdf": "pixel PDF"}
+DISPLAY_MD = {"power_spectrum": "power spectrum C_ell", "V0": "V0 (area)", "V1": "V1 (boundary)",
+              "V2": "V2 (Euler char.)", "peaks": "peak counts", "pdf": "pixel PDF"}
+
+
+def write_report(summary: dict, reference_table: str | Path, candidate_table: str | Path,
+                 reference_dir: str | Path, candidate_dir: str | Path, out_dir: str | Path,
+                 title: str = "Emulator validation") -> Path:
+    """Write report.md, index.html and the figures into out_dir; returns out_dir/index.html.
+
+    reference_table / candidate_table: stats tables on the same bins (the reference =
+    simulations, the candidate = the emulator's maps); reference_dir / candidate_dir:
+    the datasets they were made from (for the sample maps and the pixel histogram).
+    """
+    out = Path(out_dir)
+    ref, emu = read_table(reference_table), read_table(candidate_table)
+    check_comparable(ref, emu)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        figures = _figures(summary, ref, emu, Path(reference_dir), Path(candidate_dir), out)
+        atomic_write_bytes(out / "report.md", _markdown(summary, figures, title, out).encode())
+        index = out / "index.html"
+        atomic_write_bytes(index, _html(summary, figures, title, out).encode())
+    except OSError as e:
+        raise DataError(f"{out}: cannot write the report ({e.strerror or e})") from None
+    return index
+
+
+# ---------------------------------------------------------------- figures
+
+def _sample(dataset_dir: Path, n_hist: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first maps (to show) and up to n_hist maps evenly spread over the dataset (histogram)."""
+    data = MapDataset(dataset_dir)
+    try:
+        n = len(data)
+        shown, _ = data.read(np.arange(min(N_SHOWN_MAPS, n)))
+        hist, _ = data.read(np.unique(np.linspace(0, n - 1, min(n_hist, n)).round().astype(np.int64)))
+    finally:
+        data.close()
+    return shown, hist
+
+
+def _verdict_threshold(summary: dict, name: str, kind: str) -> float | None:
+    """The verdict's threshold for a statistic when its metric is what the figure's lower panel shows."""
+    v = (summary.get("verdicts") or {}).get("statistics", {}).get(name)
+    if not v or v.get("threshold") is None:
+        return None
+    metric = str(v.get("metric", "")).lower()
+    return float(v["threshold"]) if kind in metric else None
+
+
+def _figures(summary, ref, emu, ref_dir, emu_dir, out) -> list[dict]:
+    bins = ref.header.bins
+    sigma = bins.sigma
+    l_edges = np.asarray(bins.l_edges)
+    nu = bins.nu / sigma
+    in_sigma = sigma != 1.0
+    xlabel = ("threshold ν = κ / σ$_κ$" + f"  (σ$_κ$ = {sigma:.3g}, pooled pixel std of the reference)"
+              if in_sigma else "threshold κ (dimensionless)")
+    ca, cb = statistic_columns(ref), statistic_columns(emu)
+    side = ref.header.side_angle_deg
+    shown_a, hist_a = _sample(ref_dir, N_HISTOGRAM_MAPS)
+    shown_b, hist_b = _sample(emu_dir, N_HISTOGRAM_MAPS)
+    nu_word = "ν (units of σ<sub>κ</sub>)" if in_sigma else "κ"
+    figs = []
+
+    def add(name, path, caption, wide=False):
+        figs.append({"name": name, "file": path.name, "caption": caption, "wide": wide})
+
+    add("Sample maps", plots.sample_maps(shown_a, shown_b, side, out / "maps.png"),
+        f"The first {len(shown_a)} reference and {len(shown_b)} emulated maps on one colour scale "
+        "(0.5 to 99.5 percentiles of the pixels shown). The emulator should be indistinguishable by eye: "
+        "the same filamentary structure, the same rare bright halos, the same contrast.", wide=True)
+    add("Pixel histogram", plots.pixel_histogram(hist_a, hist_b, out / "pixel_histogram.png",
+                                                 thresholds=np.asarray(bins.thresholds)),
+        f"Every pixel of {len(hist_a)} reference and {len(hist_b)} emulated maps (evenly spread over each "
+        "dataset), as a density per unit κ on a log scale; below, their ratio with Poisson errors. "
+        "The high-κ tail (halos) and the low-κ cut-off (voids) are where GANs most often fail.")
+    add("Power spectrum", plots.power_spectrum(bins.ell, l_edges, ca["power_spectrum"], cb["power_spectrum"],
+                                               out / "power_spectrum.png",
+                                               _verdict_threshold(summary, "power_spectrum", "relative")),
+        "ℓ(ℓ+1)C<sub>ℓ</sub>/2π, the mean over maps with a band of ±1 per-map standard deviation. "
+        "Below: emulator / reference of the means; the blue band is the error of that ratio "
+        "(standard errors of both means), dotted lines the verdict's threshold.")
+    add("Power-spectrum correlations", plots.correlation_matrices(l_edges, ca["power_spectrum"],
+                                                                  cb["power_spectrum"], out / "ps_correlation.png"),
+        "Correlation coefficients of C<sub>ℓ</sub> between ℓ bins over the maps, for each sample. Non-Gaussian "
+        "fields couple scales (off-diagonal correlation, strongest at high ℓ); a faithful emulator reproduces "
+        "the pattern, not just the diagonal.", wide=True)
+    mf = {"V0": ("Minkowski functional V0: area fraction above the threshold", "V0 (fraction of the map)"),
+          "V1": ("Minkowski functional V1: boundary length", "V1 (per pixel, per unit κ)"),
+          "V2": ("Minkowski functional V2: Euler characteristic", "V2 (per pixel², per unit κ)")}
+    for name, (title, ylabel) in mf.items():
+        add(f"Minkowski {name}", plots.threshold_statistic(
+            nu, ca[name], cb[name], out / f"minkowski_{name}.png", title=title, ylabel=ylabel, xlabel=xlabel,
+            threshold=_verdict_threshold(summary, name, "peak")),
+            f"{name} against the threshold {nu_word}: mean ±1 per-map standard deviation. Below: the difference "
+            "of the means over the reference curve's largest |value|, with its error band and the verdict's "
+            "threshold (dotted). " + MF_NOTE[name])
+    add("Peak counts", plots.threshold_statistic(
+        nu, ca["peaks"], cb["peaks"], out / "peaks.png", title="Peak counts (pixels above their 8 neighbours)",
+        ylabel="peaks per map per unit κ", xlabel=xlabel, threshold=_verdict_threshold(summary, "peaks", "peak")),
+        f"Number of local maxima per map by height {nu_word}, mean ±1 per-map standard deviation; below, "
+        "difference over the peak of the reference curve. High peaks trace massive halos.")
+    add("Pixel PDF", plots.threshold_statistic(
+        nu, ca["pdf"], cb["pdf"], out / "pdf.png", title="Pixel PDF per map, in the statistics' threshold bins",
+        ylabel="p(κ) (per unit κ)", xlabel=xlabel, threshold=_verdict_threshold(summary, "pdf", "peak"),
+        logy=True),
+        "The one-point PDF measured map by map in the threshold bins the verdict uses (the histogram above pools "
+        "the pixels instead): mean ±1 per-map standard deviation, and the difference over its peak below.")
+    return figs
+
+
+# ---------------------------------------------------------------- verdict table
+
+def _pct(x) -> str:
+    return "n/a" if x is None or not math.isfinite(x) else f"{x:.2%}"
+
+
+def _num(x, fmt=".3g") -> str:
+    return "n/a" if x is None or not math.isfinite(x) else format(x, fmt)
+
+
+def _rows(summary: dict) -> list[dict]:
+    """One row per statistic: the comparison's numbers, each check and its outcome (None: not checked)."""
+    verdicts = summary.get("verdicts") or {}
+    crit = verdicts.get("criteria") or {}
+    ks_req = crit.get("ks_min_frac") or 0
+    chi_req = crit.get("chi2_max_reduced") or 0
+    rows = []
+    for name, r in summary["statistics"].items():
+        axis, sym = (summary["ell"], "ℓ") if name == "power_spectrum" else (summary["nu"], "ν")
+        scale = 1.0 if name == "power_spectrum" else summary.get("threshold_sigma", 1.0) or 1.0
+        if sym == "ν" and scale == 1.0:
+            sym = "κ"
+        worst = ("n/a" if r.get("worst_bin") is None else
+                 f"{r['worst_rel_diff']:+.2%} ({sym}={axis[r['worst_bin']] / scale:.3g})")
+        reduced = r["chi2"] / r["chi2_dof"] if r.get("chi2_dof") else None
+        chi = "n/a" if reduced is None else f"{reduced:.3g}"
+        if r.get("chi2_pvalue") is not None:
+            chi += f" (p={r['chi2_pvalue']:.2g})"
+        v = (verdicts.get("statistics") or {}).get(name)
+        row = {"name": name, "bins": r["n_bins"], "worst_rel": worst, "diff_peak": _pct(r.get("worst_diff_over_peak")),
+               "ks_min": _num(r["ks_min_pvalue"]), "ks_frac": f"{r['ks_frac_above_alpha']:.0%}", "chi2": chi,
+               "ks_ok": None, "chi_ok": None, "verdict": None, "metric": "", "check": "", "value_ok": None}
+        if v is not None:
+            if "chi2_dof" in v:
+                reduced = v["chi2_dof"]
+            if ks_req:
+                row["ks_ok"] = v.get("ks_frac_above", r["ks_frac_above_alpha"]) >= ks_req
+                row["ks_frac"] += f" ≥ {ks_req:.0%}" if row["ks_ok"] else f" < {ks_req:.0%}"
+            if chi_req and reduced is not None:
+                row["chi_ok"] = reduced <= chi_req
+                row["chi2"] += f" {'≤' if row['chi_ok'] else '>'} {chi_req:g}"
+            fmt = _pct if ("relative" in str(v.get("metric", "")).lower()
+                           or "peak" in str(v.get("metric", "")).lower()) else _num
+            value, thr = v.get("value"), v.get("threshold")
+            row["value_ok"] = value is not None and thr is not None and math.isfinite(value) and value <= thr
+            row["check"] = f"{fmt(value)} {'≤' if row['value_ok'] else '>'} {fmt(thr)}"
+            row["metric"] = str(v.get("metric", ""))
+            row["verdict"] = bool(v.get("pass"))
+        rows.append(row)
+    return rows
+
+
+def _banner(summary: dict) -> tuple[str, str]:
+    """(class, text) of the overall verdict."""
+    verdicts = summary.get("verdicts")
+    if not verdicts:
+        return "none", "NO VERDICT: no criteria were given; the numbers below are the comparison alone"
+    stats = verdicts.get("statistics") or {}
+    failed = [n for n, v in stats.items() if not v.get("pass")]
+    if verdicts.get("pass"):
+        return "pass", f"PASS: all {len(stats)} statistics within their thresholds"
+    which = ", ".join(failed) if failed else "overall criteria"
+    return "fail", f"FAIL: {len(failed)} of {len(stats)} statistics outside their thresholds ({which})"
+
+
+HEAD = ("statistic", "bins", "worst rel. error of the mean (at)", "worst |diff| / peak", "KS min p",
+        "bins with KS p > α", "χ²/dof (p)")
+
+
+def _verdict_table_html(summary: dict) -> str:
+    rows = _rows(summary)
+    has_verdicts = bool(summary.get("verdicts"))
+    head = list(HEAD) + (["criterion", "value vs threshold", "verdict"] if has_verdicts else [])
+    out = ['<table class="verdicts" id="verdict-table">', "<thead><tr>" +
+           "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr></thead>", "<tbody>"]
+
+    def cell(text, ok=None, raw=False):
+        cls = "" if ok is None else (' class="ok"' if ok else ' class="bad"')
+        return f"<td{cls}>{text if raw else html.escape(str(text))}</td>"
+
+    for r in rows:
+        cells = [cell(DISPLAY.get(r["name"], html.escape(r["name"])), raw=True), cell(r["bins"]),
+                 cell(r["worst_rel"]), cell(r["diff_peak"]), cell(r["ks_min"]), cell(r["ks_frac"], r["ks_ok"]),
+                 cell(r["chi2"], r["chi_ok"])]
+        if has_verdicts:
+            if r["verdict"] is None:
+                cells += [cell("—"), cell("—"), cell("not judged")]
+            else:
+                cells += [cell(r["metric"]), cell(r["check"], r["value_ok"]),
+                          cell("<b>PASS</b>" if r["verdict"] else "<b>FAIL</b>", r["verdict"], raw=True)]
+        out.append(f'<tr data-statistic="{html.escape(r["name"])}">' + "".join(cells) + "</tr>")
+    out += ["</tbody>", "</table>"]
+    return "\n".join(out)
+
+
+def _verdict_table_md(summary: dict) -> str:
+    rows = _rows(summary)
+    has_verdicts = bool(summary.get("verdicts"))
+    head = [h.replace("|", "\\|") for h in HEAD] + (["criterion", "value vs threshold", "verdict"]
+                                                    if has_verdicts else [])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [DISPLAY_MD.get(r["name"], r["name"]), str(r["bins"]), r["worst_rel"], r["diff_peak"], r["ks_min"],
+                 r["ks_frac"], r["chi2"]]
+        if has_verdicts:
+            if r["verdict"] is None:
+                cells += ["-", "-", "not judged"]
+            else:
+                cells += [r["metric"], r["check"], "**PASS**" if r["verdict"] else "**FAIL**"]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def _criteria_items(summary: dict) -> list[str]:
+    crit = (summary.get("verdicts") or {}).get("criteria") or {}
+    return [f"{k} = {v}" + (" (not required)" if v in (0, 0.0) and k in ("ks_min_frac", "chi2_max_reduced") else "")
+            for k, v in crit.items()]
+
+
+def _provenance(summary: dict, out: Path) -> list[tuple[str, str]]:
+    items = [("reference (simulations)", f"{summary.get('reference')} ({summary.get('n_reference')} maps)"),
+             ("candidate (emulator)", f"{summary.get('candidate')} ({summary.get('n_candidate')} maps)")]
+    run = summary.get("run")
+    if isinstance(run, dict):
+        items.append(("run", "; ".join(f"{k}: {v}" for k, v in run.items())))
+    sigma = summary.get("threshold_sigma")
+    if sigma and sigma != 1.0:
+        items.append(("threshold unit σ<sub>κ</sub>", f"{sigma:.4g} (pooled pixel std of the reference)"))
+    items.append(("KS level α", str(summary.get("ks_alpha", 0.05))))
+    if (out / "summary.json").is_file():
+        items.append(("every number", "summary.json, summary.md (beside this page)"))
+    items.append(("written", datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")))
+    return items
+
+
+# ---------------------------------------------------------------- documents
+
+def _markdown(summary: dict, figures: list[dict], title: str, out: Path) -> str:
+    _, text = _banner(summary)
+    lines = [f"# {title}", "", f"**{text}**", ""]
+    for k, v in _provenance(summary, out):
+        lines.append(f"- {k.replace('<sub>κ</sub>', '_κ')}: {v}")
+    lines += ["", "## Verdicts", "", _verdict_table_md(summary), ""]
+    crit = _criteria_items(summary)
+    if crit:
+        lines += ["Criteria: " + "; ".join(f"`{c}`" for c in crit), ""]
+    lines += [("Relative errors are (emulator - reference) / |reference| of the bin means; "
+               "|diff| / peak divides by the largest |reference mean|; KS p-values are per bin "
+               "(two-sample Kolmogorov-Smirnov); chi^2 uses the covariance of the difference of the means "
+               "with the Hartlap factor. See docs/report.md."), "", "## Figures", ""]
+    for f in figures:
+        caption = f["caption"].replace("<sub>", "_").replace("</sub>", "")
+        lines += [f"### {f['name']}", "", f"![{f['name']}]({f['file']})", "", caption, ""]
+    return "\n".join(lines)
+
+
+CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; margin: 0;
+       color: #1b1b1b; background: #f6f7f9; }
+main { max-width: 1320px; margin: 0 auto; padding: 18px 24px 40px; }
+h1 { font-size: 1.6em; margin: 0.3em 0 0.4em; }
+h2 { font-size: 1.25em; margin: 1.4em 0 0.5em; border-bottom: 1px solid #d0d4da; padding-bottom: 0.2em; }
+.banner { font-size: 1.3em; font-weight: 700; padding: 12px 18px; border-radius: 6px; margin: 8px 0 14px;
+          color: white; }
+.banner.pass { background: #1b7f3b; } .banner.fail { background: #b3261e; } .banner.none { background: #5f6368; }
+dl.prov { display: grid; grid-template-columns: max-content 1fr; gap: 2px 14px; font-size: 0.92em; margin: 0; }
+dl.prov dt { font-weight: 600; color: #444; } dl.prov dd { margin: 0; word-break: break-all; }
+table { border-collapse: collapse; background: white; font-size: 0.9em; }
+th, td { border: 1px solid #cfd3d8; padding: 5px 8px; text-align: left; vertical-align: top; }
+th { background: #e9ecef; }
+table.verdicts td { white-space: nowrap; }
+table.verdicts td:nth-child(1), table.verdicts td:nth-child(8) { white-space: normal; }
+td.ok { background: #dff3e3; } td.bad { background: #f9dedc; }
+.figs { display: grid; grid-template-columns: repeat(auto-fill, minmax(560px, 1fr)); gap: 16px; }
+figure { margin: 0; background: white; border: 1px solid #d9dde2; border-radius: 6px; padding: 10px; }
+figure.wide { grid-column: 1 / -1; }
+figure img { max-width: 100%; height: auto; display: block; margin: 0 auto; }
+figcaption { font-size: 0.88em; color: #333; margin-top: 6px; line-height: 1.35; }
+figcaption b { color: #111; }
+.warn { background: #fff3cd; border: 1px solid #e0c060; padding: 8px 12px; border-radius: 6px; }
+.note { font-size: 0.88em; color: #444; max-width: 1100px; }
+details { margin: 6px 0; } summary { cursor: pointer; font-weight: 600; }
+.ref { color: #0072B2; font-weight: 700; } .emu { color: #D55E00; font-weight: 700; }
+"""
+
+SCRIPT = """
+window.addEventListener("load", function () {
+  var imgs = document.images, bad = [];
+  for (var i = 0; i < imgs.length; i++) {
+    if (!imgs[i].complete || imgs[i].naturalWidth === 0) { bad.push(imgs[i].getAttribute("src")); }
+  }
+  document.body.setAttribute("data-images", bad.length ? "missing:" + bad.join(",") : "ok:" + imgs.length);
+  if (bad.length) {
+    var w = document.getElementById("image-warning");
+    w.textContent = bad.length + " figure(s) failed to load: " + bad.join(", ") +
+      ". Keep the PNG files beside index.html.";
+    w.hidden = false;
+  }
+});
+"""
+
+
+def _per_bin_html(summary: dict) -> str:
+    parts = []
+    sigma = summary.get("threshold_sigma", 1.0) or 1.0
+    for name, r in summary["statistics"].items():
+        if name == "power_spectrum":
+            axis, sym = summary["ell"], "ℓ (rad<sup>−1</sup>)"
+        else:
+            axis = [x / sigma for x in summary["nu"]]
+            sym = "ν = κ/σ<sub>κ</sub>" if sigma != 1.0 else "κ"
+        rows = []
+        for j in range(r["n_bins"]):
+            rel, se = r["rel_diff"][j], r["rel_diff_se"][j]
+            rel_s = "n/a" if rel is None else f"{rel:+.2%} ± {se:.2%}"
+            rows.append(f"<tr><td>{j}</td><td>{axis[j]:.4g}</td><td>{r['mean_a'][j]:.4g}</td>"
+                        f"<td>{r['mean_b'][j]:.4g}</td><td>{rel_s}</td><td>{r['ks_pvalue'][j]:.3g}</td></tr>")
+        parts.append(f"<details><summary>{DISPLAY.get(name, html.escape(name))}</summary><table><thead><tr>"
+                     f"<th>bin</th><th>{sym}</th><th>reference mean</th><th>emulator mean</th>"
+                     "<th>relative difference ± error</th><th>KS p</th></tr></thead><tbody>"
+                     + "".join(rows) + "</tbody></table></details>")
+    return "\n".join(parts)
+
+
+def _html(summary: dict, figures: list[dict], title: str, out: Path) -> str:
+    cls, text = _banner(summary)
+    esc = html.escape
+    prov = "".join(f"<dt>{k}</dt><dd>{esc(v)}</dd>" for k, v in _provenance(summary, out))
+    crit = _criteria_items(summary)
+    crit_html = ("<p class=\"note\">Criteria: " + "; ".join(f"<code>{esc(c)}</code>" for c in crit) + "</p>"
+                 if crit else "")
+    figs = []
+    for f in figures:
+        wide = ' class="wide"' if f["wide"] else ""
+        figs.append(f'<figure{wide} id="fig-{esc(f["file"][:-4])}">'
+                    f'<a href="{esc(f["file"])}"><img src="{esc(f["file"])}" alt="{esc(f["name"])}"></a>'
+                    f'<figcaption><b>{esc(f["name"])}.</b> {f["caption"]}</figcaption></figure>')
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{esc(title)}</title>
+<style>{CSS}</style>
+</head>
+<body data-images="pending">
+<main>
+<h1>{esc(title)}</h1>
+<div class="banner {cls}" id="overall">{esc(text)}</div>
+<p id="image-warning" class="warn" hidden></p>
+<dl class="prov">{prov}</dl>
+<h2>Verdicts</h2>
+{_verdict_table_html(summary)}
+{crit_html}
+<p class="note">Relative errors are (emulator − reference) / |reference| of the bin means;
+|diff| / peak divides the difference of the means by the largest |reference mean| (for statistics that
+cross zero or vanish in their tails); KS p-values are per bin (two-sample Kolmogorov–Smirnov, the fraction
+of bins above α = {summary.get("ks_alpha", 0.05)} should be near 1 − α for identical distributions);
+χ²/dof uses the covariance of the difference of the means with the Hartlap factor (≈ 1 when the samples
+agree). Green / red cells are the checks the verdict applies.</p>
+<h2>Figures</h2>
+<p class="note"><span class="ref">Blue, solid: reference (simulations)</span>;
+<span class="emu">orange, dashed: emulator (GAN)</span>. Bands: ±1 standard deviation per map; lower
+panels: the quantity the verdict judges, with the error of the mean and the threshold (dotted).</p>
+<div class="figs">
+{chr(10).join(figs)}
+</div>
+<h2>Per-bin numbers</h2>
+{_per_bin_html(summary)}
+</main>
+<script>{SCRIPT}</script>
+</body>
+</html>
+"""
