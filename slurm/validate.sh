@@ -1,13 +1,15 @@
 #!/bin/bash
-# Validate a trained generator: generate maps, compute their statistics and those of held-out
-# simulations, compare them (KS tests, relative errors, chi^2). One job, three MPI steps.
+# Validate a trained generator: `cosmogan validate` in one MPI step generates maps, computes
+# their statistics and those of held-out simulations, compares them (KS tests, relative
+# errors, chi^2) and writes the report.
 #
 #   RUN=runs/cosmogan-train sbatch -A m1234 slurm/validate.sh
 #   RUN=$SCRATCH/runs/a REFERENCE=$SCRATCH/kappa/test N=4096 OUT=$SCRATCH/val/a sbatch -A m1234 slurm/validate.sh
 #
-# Outputs in OUT: generated/ (a dataset), reference.h5 and generated.h5 (stats tables),
-# summary.json and summary.md (the comparison). Every step is resumable: a rerun (or a
-# requeued job) finishes only what is missing.
+# Outputs in OUT: generated/ (a dataset), stats/ (stats tables; the reference's is reused
+# by later validations with the same bins), summary.json, summary.md, report.md,
+# index.html and the figures. Resumable: a rerun (or a requeued job) finishes only what is
+# missing.
 #SBATCH -J cosmogan-validate
 #SBATCH -C gpu
 #SBATCH -q regular
@@ -21,12 +23,12 @@
 #SBATCH --open-mode=append
 #SBATCH --requeue
 #
-# Knobs (environment): RUN (the training run), CHECKPOINT (last, best (default) or a path),
-# REFERENCE (held-out dataset directory, default DATA/test, or a stats table .h5 made
-# before), N (maps to generate; default: as many as REFERENCE holds), OUT (default
-# RUN/validation), STATS_CONFIG (bins; default RUN/config.yaml), PYTHON or VENV, IMAGE,
-# SRUN_MPI (default pmi2), SRUN_FLAGS. Arguments are passed on to `cosmogan generate`
-# (e.g. --set generate.seed=1).
+# Knobs (environment): RUN (the training run), CHECKPOINT (last, best, or a path; default:
+# best when the run kept one), REFERENCE (held-out dataset directory, default DATA/test), N
+# (maps to generate; default: as many as REFERENCE holds), OUT (default RUN/validation),
+# STATS_CACHE (where reference statistics are kept and reused; default OUT/stats), PYTHON
+# or VENV, IMAGE, SRUN_MPI (default pmi2), SRUN_FLAGS. Arguments are passed on to
+# `cosmogan validate` (e.g. --set generate.seed=1 --set validation.ps_max_rel_err=0.05).
 set -uo pipefail
 
 # The repository (holds slurm/env.sh): COSMOGAN_ROOT, else the submitted script's directory
@@ -45,13 +47,9 @@ fi
 source "${COSMOGAN_ROOT}/slurm/env.sh"
 
 RUN="${RUN:-${COSMOGAN_ROOT}/runs/cosmogan-train}"
-CHECKPOINT="${CHECKPOINT:-best}"
 DATA="${DATA:-${COSMOGAN_ROOT}/data/quickstart}"
 REFERENCE="${REFERENCE:-${DATA}/test}"
 OUT="${OUT:-${RUN}/validation}"
-if [ -z "${STATS_CONFIG:-}" ] && [ -f "${RUN}/config.yaml" ]; then
-    STATS_CONFIG="${RUN}/config.yaml"
-fi
 if [ -z "${N:-}" ]; then
     if [ -f "${REFERENCE}/manifest.json" ]; then  # the dataset's own n_maps (the first one listed)
         N=$(sed -n 's/^ *"n_maps": *\([0-9][0-9]*\).*/\1/p' "${REFERENCE}/manifest.json" | head -n 1)
@@ -62,18 +60,8 @@ if [ -z "${N:-}" ]; then
     fi
 fi
 echo "cosmogan: job ${SLURM_JOB_ID:-?} on ${SLURM_JOB_NODELIST:-?}: ${SLURM_NTASKS:-?} tasks," \
-     "RUN=${RUN} CHECKPOINT=${CHECKPOINT} REFERENCE=${REFERENCE} N=${N} OUT=${OUT}"
-mkdir -p "${OUT}" || exit 1
+     "RUN=${RUN} CHECKPOINT=${CHECKPOINT:-default} REFERENCE=${REFERENCE} N=${N} OUT=${OUT}"
 
-cosmogan_srun generate --run "${RUN}" --checkpoint "${CHECKPOINT}" --n "${N}" --out "${OUT}/generated" \
-    --quiet "$@" || exit $?
-if [ -f "${REFERENCE}" ]; then
-    reference_table="${REFERENCE}"
-else
-    reference_table="${OUT}/reference.h5"
-    cosmogan_srun stats "${REFERENCE}" --out "${reference_table}" ${STATS_CONFIG:+--config "${STATS_CONFIG}"} \
-        --quiet || exit $?
-fi
-cosmogan_srun stats "${OUT}/generated" --out "${OUT}/generated.h5" --like "${reference_table}" --quiet || exit $?
-SRUN_FLAGS="${SRUN_FLAGS:-} -n 1 -N 1" cosmogan_srun compare "${reference_table}" "${OUT}/generated.h5" --out "${OUT}"
+cosmogan_srun validate --run "${RUN}" --reference "${REFERENCE}" --n "${N}" --out "${OUT}" \
+    ${CHECKPOINT:+--checkpoint "${CHECKPOINT}"} ${STATS_CACHE:+--stats-cache "${STATS_CACHE}"} --quiet "$@"
 exit $?
