@@ -273,7 +273,9 @@ class TrainConfig:
     for one process, horovod under an MPI launcher when installed, else ddp). lr_*: Adam
     learning rates at the global batch lr_reference_batch, scaled to the actual global
     batch by lr_scaling ("none", "linear" or "sqrt"); collective_timeout_s: how long a
-    rank waits for the others before failing (DDP). Other fields:
+    rank waits for the others before failing (DDP); spectral_weight: weight of the
+    auxiliary power-spectrum loss of the generator (0 = off; pipeline/train/aux_losses.py).
+    Other fields:
     beta1/beta2 Adam's betas; label_flip: probability of flipping each label
     the discriminator sees; fidelity_maps: generated maps per fidelity check,
     compared with as many validation maps.
@@ -294,6 +296,7 @@ class TrainConfig:
     lr_scaling: str = "none"
     lr_reference_batch: int = 64
     collective_timeout_s: float = 300.0
+    spectral_weight: float = 0.0
     checkpoint_every: int = 200
     keep_checkpoints: int = 3
     log_every: int = 10
@@ -316,6 +319,7 @@ class TrainConfig:
         _choice(self.lr_scaling, ("none", "linear", "sqrt"), f"{where}.lr_scaling")
         _positive(self.lr_reference_batch, f"{where}.lr_reference_batch")
         _positive(self.collective_timeout_s, f"{where}.collective_timeout_s")
+        _non_negative(self.spectral_weight, f"{where}.spectral_weight")
 
 
 @dataclass

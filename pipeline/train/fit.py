@@ -29,6 +29,7 @@ from pipeline.dist.backend import Backend, make_backend
 from pipeline.dist.comm import rank_local_work
 from pipeline.errors import ConfigError, DataError, PipelineError
 from pipeline.models import build_models, model_args
+from pipeline.train.aux_losses import SpectralLoss
 from pipeline.train.checkpoint import (checkpoint_dir, load_checkpoint, rng_state, save_checkpoint,
                                        set_rng_state, step_checkpoints, write_checkpoint)
 from pipeline.train.fidelity import FidelityCheck
@@ -127,6 +128,10 @@ class Trainer:
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(tc.precision)
         self.autocast = (torch.autocast(backend.device.type, dtype=dtype) if dtype
                          else contextlib.nullcontext())
+        self.aux_loss = None
+        if tc.spectral_weight > 0:
+            spectral = SpectralLoss(self.args["image_size"], backend.device)
+            self.aux_loss = lambda fake, real: tc.spectral_weight * spectral(fake, real)
         self.fixed_z = torch.randn(16, self.args["z_dim"], generator=torch.Generator().manual_seed(
             seed_from(tc.seed, 1)))
 
@@ -211,7 +216,8 @@ class Trainer:
                     noise = StepNoise.draw(seed_from(tc.seed, 0, backend.rank, self.step), len(real),
                                            self.args["z_dim"], tc.label_flip)
                     metrics = gan_step(self.train_gen, self.train_disc, self.opt_g, self.opt_d, self.scaler,
-                                       real, noise, self.autocast, self.memory_format, self.frozen_disc)
+                                       real, noise, self.autocast, self.memory_format, self.frozen_disc,
+                                       self.aux_loss)
                     metrics = backend.mean(metrics)
                     if not all(np.isfinite([metrics["loss_d"], metrics["loss_g"]])):
                         bar.close()

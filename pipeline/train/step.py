@@ -54,11 +54,12 @@ def _apply(scaler, opt, module) -> float:
 
 def gan_step(gen, disc, opt_g, opt_d, scaler, real: torch.Tensor, noise: StepNoise,
              autocast: contextlib.AbstractContextManager, memory_format=torch.contiguous_format,
-             frozen_disc=None) -> dict:
+             frozen_disc=None, aux_loss=None) -> dict:
     """Update D then G on one batch of real (transformed) maps (B, 1, H, W). Returns scalar metrics.
 
     frozen_disc: the discriminator the generator step runs through, default ``disc``;
     data-parallel training passes the unwrapped module (D's weights get no gradient there).
+    aux_loss: optional ``f(fake, real) -> scalar`` added to the generator's loss (weighted).
     """
     frozen_disc = disc if frozen_disc is None else frozen_disc
     device = real.device
@@ -82,13 +83,17 @@ def gan_step(gen, disc, opt_g, opt_d, scaler, real: torch.Tensor, noise: StepNoi
     with autocast:
         logits_gen = frozen_disc(fake)
         loss_g = F.binary_cross_entropy_with_logits(logits_gen.float(), ones)
+    aux = aux_loss(fake, real) if aux_loss is not None else None
+    if aux is not None:
+        loss_g = loss_g + aux
     opt_g.zero_grad()
     scaler.scale(loss_g).backward()
     frozen_disc.requires_grad_(True)
     norm_g = _apply(scaler, opt_g, gen)
     scaler.update()
 
-    return {"loss_d": loss_d.item(), "loss_g": loss_g.item(),
+    extra = {"loss_aux": aux.item()} if aux is not None else {}
+    return {**extra, "loss_d": loss_d.item(), "loss_g": loss_g.item(),
             "d_real": float(torch.sigmoid(logits_real.detach().float()).mean()),
             "d_fake": float(torch.sigmoid(logits_fake.detach().float()).mean()),
             "grad_norm_d": norm_d, "grad_norm_g": norm_g}
