@@ -126,6 +126,11 @@ def _validate(args) -> int:
     return 0
 
 
+def _overrides_and_quiet(s: argparse.ArgumentParser, what: str) -> None:
+    s.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help=what)
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cosmogan", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -134,9 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("make-data", help="synthesise train/validation/test datasets from the physical model")
     s.add_argument("--config", required=True, help="YAML config (see configs/)")
     s.add_argument("--out", required=True, help="output directory; gets train/, validation/, test/")
-    s.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a config value (repeatable)")
-    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    _overrides_and_quiet(s, "override a config value (repeatable)")
     s.set_defaults(func=_make_data)
 
     for name, func, what in (("import-npy", _import_npy, ".npy array"), ("import-h5", _import_h5, "HDF5 dataset")):
@@ -158,9 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     # --run-dir: the same; torchrun's own parser mistakes --run for its --run-path
     s.add_argument("--run", "--run-dir", dest="run", required=True,
                    help="run directory (checkpoints, metrics, samples)")
-    s.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a config value (repeatable)")
-    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    _overrides_and_quiet(s, "override a config value (repeatable)")
     s.set_defaults(func=_train)
 
     s = sub.add_parser("generate", help="write a dataset of maps from a trained generator")
@@ -168,9 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint", default="last", help="last (default), best, or a checkpoint path")
     s.add_argument("--n", type=int, required=True, help="number of maps")
     s.add_argument("--out", required=True, help="new dataset directory")
-    s.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a value of the run's config, e.g. generate.seed=1")
-    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    _overrides_and_quiet(s, "override a value of the run's config, e.g. generate.seed=1")
     s.set_defaults(func=_generate)
 
     s = sub.add_parser("validate", help="generate N maps, compute and compare their statistics, write the report")
@@ -180,9 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="report directory")
     s.add_argument("--checkpoint", help="best (default when the run kept one), last, or a path")
     s.add_argument("--stats-cache", help="where reference statistics are kept and reused (default OUT/stats)")
-    s.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a value of the run's config (e.g. validation.ps_max_rel_err=0.05)")
-    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    _overrides_and_quiet(s, "override a value of the run's config (e.g. validation.ps_max_rel_err=0.05)")
     s.set_defaults(func=_validate)
 
     s = sub.add_parser("stats", help="compute every statistic of every map of a dataset (MPI fan-out)")
@@ -190,9 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="stats table to write (HDF5)")
     s.add_argument("--config", help="YAML config whose `stats` section sets the bins (default: built-in)")
     s.add_argument("--like", help="reuse the bins of this stats table (for a bin-by-bin compare)")
-    s.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a config value (repeatable)")
-    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    _overrides_and_quiet(s, "override a config value (repeatable)")
     s.set_defaults(func=_stats)
 
     s = sub.add_parser("compare", help="compare two stats tables: KS tests, relative errors, chi^2")
