@@ -216,7 +216,8 @@ class ModelConfig:
     layer (its first is 8x, e.g. 512 for 64); d_channels: width of the
     discriminator's first layer (its last is 8x). upsample: "transposed"
     (CosmoGAN) or "resize_conv" (nearest-neighbour upsampling then a
-    convolution, against checkerboard artefacts).
+    convolution, against checkerboard artefacts). padding: "zeros" (CosmoGAN) or
+    "circular" (the maps of the physical model are periodic; needs resize_conv).
     """
 
     image_size: int = 0
@@ -225,6 +226,7 @@ class ModelConfig:
     d_channels: int = 64
     kernel_size: int = 5
     upsample: str = "transposed"
+    padding: str = "zeros"
 
     def validate(self, where: str) -> None:
         _non_negative(self.image_size, f"{where}.image_size")
@@ -235,6 +237,7 @@ class ModelConfig:
         if self.kernel_size % 2 == 0:
             raise ConfigError(f"{where}.kernel_size: must be odd, got {self.kernel_size}")
         _choice(self.upsample, ("transposed", "resize_conv"), f"{where}.upsample")
+        _choice(self.padding, ("zeros", "circular"), f"{where}.padding")
 
 
 @dataclass

@@ -34,7 +34,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from pipeline.config import ModelConfig
 
 UPSAMPLE_KINDS = ("transposed", "resize_conv")
-ARG_KEYS = ("image_size", "z_dim", "g_channels", "d_channels", "kernel_size", "upsample")
+PADDINGS = ("zeros", "circular")
+ARG_KEYS = ("image_size", "z_dim", "g_channels", "d_channels", "kernel_size", "upsample", "padding")
 
 
 class ModelArgsError(ConfigError, ValueError):
@@ -60,6 +61,16 @@ def _check_image_size(image_size) -> int:
     return image_size
 
 
+def _check_padding(padding: str, upsample: str = "resize_conv") -> None:
+    """zeros, or circular for periodic maps (the physical model's are); ConvTranspose2d
+    pads with zeros only, so circular padding needs the resize_conv generator."""
+    if padding not in PADDINGS:
+        raise ModelArgsError(f"model.padding: must be one of {', '.join(PADDINGS)}; got {padding!r}")
+    if padding == "circular" and upsample == "transposed":
+        raise ModelArgsError("model.padding: circular needs model.upsample: resize_conv "
+                             "(transposed convolutions pad with zeros only)")
+
+
 def _check_kernel(kernel_size) -> int:
     _check_int("kernel_size", kernel_size)
     if kernel_size % 2 == 0:
@@ -68,7 +79,7 @@ def _check_kernel(kernel_size) -> int:
     return kernel_size
 
 
-def _upsample(kind: str, c_in: int, c_out: int, k: int, bias: bool) -> nn.Module:
+def _upsample(kind: str, c_in: int, c_out: int, k: int, bias: bool, padding: str = "zeros") -> nn.Module:
     """One stride-2 upsampling stage: (B, c_in, h, w) -> (B, c_out, 2h, 2w)."""
     if kind == "transposed":
         # out = (h - 1) * 2 - 2 * (k // 2) + k + 1 = 2h for odd k
@@ -78,7 +89,8 @@ def _upsample(kind: str, c_in: int, c_out: int, k: int, bias: bool) -> nn.Module
         # nearest x2, then a same-size convolution (Odena et al. 2016: no checkerboard)
         return nn.Sequential(OrderedDict([
             ("resize", nn.Upsample(scale_factor=2, mode="nearest")),  # (B, c_in, 2h, 2w)
-            ("conv", nn.Conv2d(c_in, c_out, k, stride=1, padding=k // 2, bias=bias)),  # (B, c_out, 2h, 2w)
+            ("conv", nn.Conv2d(c_in, c_out, k, stride=1, padding=k // 2, bias=bias,
+                               padding_mode=padding)),  # (B, c_out, 2h, 2w)
         ]))
     raise ModelArgsError(f"model.upsample: must be one of {', '.join(UPSAMPLE_KINDS)}; got {kind!r}")
 
@@ -91,7 +103,7 @@ class Generator(nn.Module):
     """
 
     def __init__(self, image_size: int, z_dim: int = 64, g_channels: int = 64,
-                 kernel_size: int = 5, upsample: str = "transposed"):
+                 kernel_size: int = 5, upsample: str = "transposed", padding: str = "zeros"):
         super().__init__()
         H = _check_image_size(image_size)
         _check_int("z_dim", z_dim)
@@ -100,6 +112,7 @@ class Generator(nn.Module):
         if upsample not in UPSAMPLE_KINDS:
             raise ModelArgsError(f"model.upsample: must be one of {', '.join(UPSAMPLE_KINDS)}; "
                                  f"got {upsample!r}")
+        _check_padding(padding, upsample)
         s = H // 16
         self.image_size, self.z_dim, self.g_channels = H, z_dim, g
         self.kernel_size, self.upsample = k, upsample
@@ -108,16 +121,16 @@ class Generator(nn.Module):
             ("unflatten", nn.Unflatten(1, (8 * g, s, s))),         # (B, 8g, s, s)   512x16x16 @256
             ("bn0", nn.BatchNorm2d(8 * g)),
             ("relu0", nn.ReLU(inplace=True)),
-            ("up1", _upsample(upsample, 8 * g, 4 * g, k, False)),  # (B, 4g, 2s, 2s) 256x32x32
+            ("up1", _upsample(upsample, 8 * g, 4 * g, k, False, padding)),  # (B, 4g, 2s, 2s) 256x32x32
             ("bn1", nn.BatchNorm2d(4 * g)),
             ("relu1", nn.ReLU(inplace=True)),
-            ("up2", _upsample(upsample, 4 * g, 2 * g, k, False)),  # (B, 2g, 4s, 4s) 128x64x64
+            ("up2", _upsample(upsample, 4 * g, 2 * g, k, False, padding)),  # (B, 2g, 4s, 4s) 128x64x64
             ("bn2", nn.BatchNorm2d(2 * g)),
             ("relu2", nn.ReLU(inplace=True)),
-            ("up3", _upsample(upsample, 2 * g, g, k, False)),      # (B, g, 8s, 8s)  64x128x128
+            ("up3", _upsample(upsample, 2 * g, g, k, False, padding)),      # (B, g, 8s, 8s)  64x128x128
             ("bn3", nn.BatchNorm2d(g)),
             ("relu3", nn.ReLU(inplace=True)),
-            ("up4", _upsample(upsample, g, 1, k, True)),           # (B, 1, H, W)    1x256x256
+            ("up4", _upsample(upsample, g, 1, k, True, padding)),           # (B, 1, H, W)    1x256x256
             ("tanh", nn.Tanh()),                                   # values in (-1, 1)
         ]))
 
@@ -134,9 +147,11 @@ class Discriminator(nn.Module):
     use BCEWithLogits).
     """
 
-    def __init__(self, image_size: int, d_channels: int = 64, kernel_size: int = 5):
+    def __init__(self, image_size: int, d_channels: int = 64, kernel_size: int = 5, padding: str = "zeros"):
         super().__init__()
         H = _check_image_size(image_size)
+        _check_padding(padding)
+        pm = padding
         d = _check_int("d_channels", d_channels)
         k = _check_kernel(kernel_size)
         s = H // 16
@@ -144,15 +159,15 @@ class Discriminator(nn.Module):
         self.image_size, self.d_channels, self.kernel_size = H, d, k
         # conv out = floor((h + 2p - k) / 2) + 1 = h / 2 for even h, odd k
         self.main = nn.Sequential(OrderedDict([
-            ("conv1", nn.Conv2d(1, d, k, 2, p, bias=True)),            # (B, d, H/2, W/2)   64x128x128 @256
+            ("conv1", nn.Conv2d(1, d, k, 2, p, bias=True, padding_mode=pm)),            # (B, d, H/2, W/2)   64x128x128 @256
             ("lrelu1", nn.LeakyReLU(0.2, inplace=True)),
-            ("conv2", nn.Conv2d(d, 2 * d, k, 2, p, bias=False)),       # (B, 2d, H/4, W/4)  128x64x64
+            ("conv2", nn.Conv2d(d, 2 * d, k, 2, p, bias=False, padding_mode=pm)),       # (B, 2d, H/4, W/4)  128x64x64
             ("bn2", nn.BatchNorm2d(2 * d)),
             ("lrelu2", nn.LeakyReLU(0.2, inplace=True)),
-            ("conv3", nn.Conv2d(2 * d, 4 * d, k, 2, p, bias=False)),   # (B, 4d, H/8, W/8)  256x32x32
+            ("conv3", nn.Conv2d(2 * d, 4 * d, k, 2, p, bias=False, padding_mode=pm)),   # (B, 4d, H/8, W/8)  256x32x32
             ("bn3", nn.BatchNorm2d(4 * d)),
             ("lrelu3", nn.LeakyReLU(0.2, inplace=True)),
-            ("conv4", nn.Conv2d(4 * d, 8 * d, k, 2, p, bias=False)),   # (B, 8d, s, s)      512x16x16
+            ("conv4", nn.Conv2d(4 * d, 8 * d, k, 2, p, bias=False, padding_mode=pm)),   # (B, 8d, s, s)      512x16x16
             ("bn4", nn.BatchNorm2d(8 * d)),
             ("lrelu4", nn.LeakyReLU(0.2, inplace=True)),
             ("flatten", nn.Flatten(1)),                                # (B, 8d*s*s)
@@ -196,6 +211,7 @@ def model_args(model_cfg: ModelConfig, image_size: int) -> dict:
         "d_channels": int(model_cfg.d_channels),
         "kernel_size": int(model_cfg.kernel_size),
         "upsample": str(model_cfg.upsample),
+        "padding": str(model_cfg.padding),
     }
     _check_args(args)
     return args
@@ -216,6 +232,7 @@ def _check_args(args: dict) -> None:
     if args["upsample"] not in UPSAMPLE_KINDS:
         raise ModelArgsError(f"model.upsample: must be one of {', '.join(UPSAMPLE_KINDS)}; "
                              f"got {args['upsample']!r}")
+    _check_padding(args["padding"], args["upsample"])
 
 
 def build_models(args: dict) -> tuple[Generator, Discriminator]:
@@ -226,9 +243,9 @@ def build_models(args: dict) -> tuple[Generator, Discriminator]:
     """
     _check_args(args)
     G = Generator(args["image_size"], z_dim=args["z_dim"], g_channels=args["g_channels"],
-                  kernel_size=args["kernel_size"], upsample=args["upsample"])
+                  kernel_size=args["kernel_size"], upsample=args["upsample"], padding=args["padding"])
     G.apply(weights_init)
     D = Discriminator(args["image_size"], d_channels=args["d_channels"],
-                      kernel_size=args["kernel_size"])
+                      kernel_size=args["kernel_size"], padding=args["padding"])
     D.apply(weights_init)
     return G, D

@@ -21,7 +21,7 @@ from pipeline.models import build_models
 from pipeline.train.step import StepNoise, gan_step
 
 ARGS = {"image_size": 32, "z_dim": 16, "g_channels": 8, "d_channels": 8, "kernel_size": 5,
-        "upsample": "transposed"}
+        "upsample": "transposed", "padding": "zeros"}
 
 
 def optimizers(gen, disc):

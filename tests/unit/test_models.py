@@ -21,7 +21,7 @@ from pipeline.models.flops import analytic_forward_flops, count_flops
 
 def args_for(image_size, upsample="transposed", z_dim=64, g=64, d=64, k=5):
     return {"image_size": image_size, "z_dim": z_dim, "g_channels": g, "d_channels": d,
-            "kernel_size": k, "upsample": upsample}
+            "kernel_size": k, "upsample": upsample, "padding": "zeros"}
 
 
 def n_params(m: nn.Module) -> int:
@@ -231,7 +231,7 @@ def test_model_args_round_trip():
     cfg = ModelConfig(z_dim=32, g_channels=16, d_channels=8, kernel_size=3, upsample="resize_conv")
     args = model_args(cfg, 64)
     assert args == {"image_size": 64, "z_dim": 32, "g_channels": 16, "d_channels": 8,
-                    "kernel_size": 3, "upsample": "resize_conv"}
+                    "kernel_size": 3, "upsample": "resize_conv", "padding": "zeros"}
     restored = json.loads(json.dumps(args))
     G, D = build_models(restored)
     G_ref = Generator(64, z_dim=32, g_channels=16, kernel_size=3, upsample="resize_conv")
@@ -313,3 +313,28 @@ def test_flops_are_per_image():
     assert count_flops(args, batch=2) == count_flops(args, batch=4)
     with pytest.raises(ValueError, match="batch"):
         count_flops(args, batch=1)
+
+
+def test_circular_padding_makes_the_discriminator_features_shift_equivariant():
+    """Periodic maps: with circular padding, rolling the input by 16 pixels rolls the last
+    conv stage's features by exactly one cell (16 / 2^4); with zero padding it does not."""
+    import torch
+
+    from pipeline.models import build_models
+
+    x = torch.randn(2, 1, 32, 32)
+    rolled = torch.roll(x, shifts=16, dims=-1)
+    for padding, equivariant in (("circular", True), ("zeros", False)):
+        _, D = build_models({**args_for(32, "resize_conv", g=8, d=8), "padding": padding})
+        D.eval()
+        features = D.main[:-2]  # up to the last LeakyReLU, before flatten and fc
+        with torch.no_grad():
+            a, b = features(x), features(rolled)
+        assert torch.allclose(torch.roll(a, shifts=1, dims=-1), b, atol=1e-5) == equivariant
+
+
+def test_circular_padding_needs_resize_conv():
+    from pipeline.models import ModelArgsError, build_models
+
+    with pytest.raises(ModelArgsError, match="circular needs model.upsample: resize_conv"):
+        build_models({**args_for(32, "transposed"), "padding": "circular"})
