@@ -488,6 +488,11 @@ def _coerce(tp, value, key):
                 continue
         raise ConfigError(f"{key}: {value!r} is not {_type_name(tp)}")
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         return float(value)

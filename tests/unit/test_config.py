@@ -57,3 +57,11 @@ def test_digest_names_the_settings():
     b = load_config(CONFIGS / "tiny.yaml", ["data.seed=99"])
     assert a.digest("physics") == b.digest("physics")
     assert a.digest() != b.digest()
+
+
+def test_exponent_without_a_dot_is_a_number():
+    """PyYAML reads 1e-4 as the string '1e-4'; a float field takes it as the number."""
+    cfg = load_config(None, ["train.lr_g=1e-4"])
+    assert cfg.train.lr_g == 1e-4
+    with pytest.raises(ConfigError, match="train.lr_g: expected a number"):
+        load_config(None, ["train.lr_g=fast"])
