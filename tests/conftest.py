@@ -73,6 +73,19 @@ def rewrite_checksum(dataset: Path, shard: str) -> None:
     (dataset / "manifest.json").write_text(json.dumps(manifest))
 
 
+def lognormal_maps(seed: int, n: int, size: int = 32, amp: float = 1.0):
+    """Shifted-lognormal kappa maps (n, size, size) of a smoothed power-law Gaussian field
+    (sigma_kappa ~ 0.02): quick stand-ins for real maps in report tests."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    k2 = np.fft.fftfreq(size)[:, None] ** 2 + np.fft.rfftfreq(size)[None, :] ** 2
+    filt = np.exp(-k2 * size ** 2 / 32) * (k2 + 1e-3) ** -0.5
+    g = np.fft.irfft2(np.fft.rfft2(rng.normal(size=(n, size, size))) * filt, s=(size, size))
+    g = g / g.std() * 0.8 * amp
+    return (0.02 * (np.exp(g - g.var() / 2) - 1)).astype(np.float32)
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     """The tiny config's datasets, made once per session by a serial make-data."""

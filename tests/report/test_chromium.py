@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import lognormal_maps
 from pipeline.config import StatsConfig
 from pipeline.data.importers import import_maps
 from pipeline.stats.compare import compare_tables, write_summary
@@ -79,14 +80,6 @@ def console_messages(stderr: str) -> list[str]:
     """The page's console output as Chromium logs it ("...:CONSOLE(12)] "message", source: ...")."""
     return [ln for ln in stderr.splitlines() if ":CONSOLE" in ln or "Uncaught" in ln]
 
-
-def lognormal_maps(seed: int, n: int, size: int = 32, amp: float = 1.0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    k2 = np.fft.fftfreq(size)[:, None] ** 2 + np.fft.rfftfreq(size)[None, :] ** 2
-    filt = np.exp(-k2 * size ** 2 / 32) * (k2 + 1e-3) ** -0.5
-    g = np.fft.irfft2(np.fft.rfft2(rng.normal(size=(n, size, size))) * filt, s=(size, size))
-    g = g / g.std() * 0.8 * amp
-    return (0.02 * (np.exp(g - g.var() / 2) - 1)).astype(np.float32)
 
 
 @pytest.fixture(scope="module")

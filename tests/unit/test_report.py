@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import lognormal_maps
 from pipeline.config import StatsConfig
 from pipeline.data.importers import import_maps
 from pipeline.errors import DataError
@@ -27,15 +28,6 @@ NAMES = ("power_spectrum", "V0", "V1", "V2", "peaks", "pdf")
 FIGURES = ("maps.png", "pixel_histogram.png", "power_spectrum.png", "ps_correlation.png", "minkowski_V0.png",
            "minkowski_V1.png", "minkowski_V2.png", "peaks.png", "pdf.png")
 
-
-def lognormal_maps(seed: int, n: int, size: int = 32, amp: float = 1.0) -> np.ndarray:
-    """Shifted-lognormal kappa maps of a smoothed power-law Gaussian field (sigma_kappa ~ 0.02)."""
-    rng = np.random.default_rng(seed)
-    k2 = np.fft.fftfreq(size)[:, None] ** 2 + np.fft.rfftfreq(size)[None, :] ** 2
-    filt = np.exp(-k2 * size ** 2 / 32) * (k2 + 1e-3) ** -0.5
-    g = np.fft.irfft2(np.fft.rfft2(rng.normal(size=(n, size, size))) * filt, s=(size, size))
-    g = g / g.std() * 0.8 * amp
-    return (0.02 * (np.exp(g - g.var() / 2) - 1)).astype(np.float32)
 
 
 def make_verdicts(summary: dict, threshold: float, ks_min_frac: float = 0.5) -> dict:
