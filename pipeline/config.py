@@ -217,7 +217,7 @@ class ModelConfig:
     discriminator's first layer (its last is 8x). upsample: "transposed"
     (CosmoGAN) or "resize_conv" (nearest-neighbour upsampling then a
     convolution, against checkerboard artefacts). padding: "zeros" (CosmoGAN) or
-    "circular" (the maps of the physical model are periodic; needs resize_conv).
+    "circular" (the maps of the physical model are periodic: every convolution wraps around).
     """
 
     image_size: int = 0
@@ -234,8 +234,10 @@ class ModelConfig:
             raise ConfigError(f"{where}.image_size: must be a multiple of 16, got {self.image_size}")
         for name in ("z_dim", "g_channels", "d_channels", "kernel_size"):
             _positive(getattr(self, name), f"{where}.{name}")
-        if self.kernel_size % 2 == 0:
-            raise ConfigError(f"{where}.kernel_size: must be odd, got {self.kernel_size}")
+        if self.kernel_size < 2:
+            raise ConfigError(f"{where}.kernel_size: must be at least 2, got {self.kernel_size}")
+        if self.kernel_size % 2 == 0 and self.upsample == "resize_conv":
+            raise ConfigError(f"{where}.kernel_size: resize_conv needs an odd kernel, got {self.kernel_size}")
         _choice(self.upsample, ("transposed", "resize_conv"), f"{where}.upsample")
         _choice(self.padding, ("zeros", "circular"), f"{where}.padding")
 
@@ -277,7 +279,10 @@ class TrainConfig:
     learning rates at the global batch lr_reference_batch, scaled to the actual global
     batch by lr_scaling ("none", "linear" or "sqrt"); collective_timeout_s: how long a
     rank waits for the others before failing (DDP); spectral_weight: weight of the
-    auxiliary power-spectrum loss of the generator (0 = off; pipeline/train/aux_losses.py).
+    auxiliary power-spectrum loss of the generator (0 = off; pipeline/train/aux_losses.py);
+    ema_decay: per-step decay of the moving average of the generator's weights that the
+    fidelity check, best.pt and generate use (0 = off, the live generator; ~0.999 averages
+    the last ~1000 steps; pipeline/train/ema.py).
     Other fields:
     beta1/beta2 Adam's betas; label_flip: probability of flipping each label
     the discriminator sees; fidelity_maps: generated maps per fidelity check,
@@ -300,6 +305,7 @@ class TrainConfig:
     lr_reference_batch: int = 64
     collective_timeout_s: float = 300.0
     spectral_weight: float = 0.0
+    ema_decay: float = 0.0
     checkpoint_every: int = 200
     keep_checkpoints: int = 3
     log_every: int = 10
@@ -311,7 +317,7 @@ class TrainConfig:
         for name in ("steps", "lr_g", "lr_d", "checkpoint_every", "keep_checkpoints", "log_every",
                      "sample_every", "fidelity_every", "fidelity_maps"):
             _positive(getattr(self, name), f"{where}.{name}")
-        for name in ("beta1", "beta2", "label_flip"):
+        for name in ("beta1", "beta2", "label_flip", "ema_decay"):
             value = getattr(self, name)
             if not 0 <= value < 1:
                 raise ConfigError(f"{where}.{name}: must be in [0, 1), got {value}")

@@ -1,7 +1,10 @@
 """The CosmoGAN DCGAN (Mustafa et al. 2019, arXiv:1706.02390): generator, discriminator, init.
 
 Shapes below are for a square map of ``image_size`` = H pixels per side, s = H / 16,
-g = ``g_channels``, d = ``d_channels``, k = ``kernel_size`` (odd), B = batch.
+g = ``g_channels``, d = ``d_channels``, k = ``kernel_size``, B = batch. k is odd
+(CosmoGAN: 5) or, with transposed upsampling, even: k = 4 is the DCGAN kernel of
+Radford et al., whose stride-2 transposed convolution covers every output pixel
+equally often (k divisible by the stride), so it has no checkerboard of uneven overlap.
 The generator's last layer (tanh) lands in (-1, 1), the range of the pixel
 transform (pipeline/data/transforms.py); maps enter and leave the models
 transformed, never in kappa.
@@ -61,29 +64,57 @@ def _check_image_size(image_size) -> int:
     return image_size
 
 
-def _check_padding(padding: str, upsample: str = "resize_conv") -> None:
-    """zeros, or circular for periodic maps (the physical model's are); ConvTranspose2d
-    pads with zeros only, so circular padding needs the resize_conv generator."""
+def _check_padding(padding: str) -> None:
+    """zeros, or circular for periodic maps (the physical model's are)."""
     if padding not in PADDINGS:
         raise ModelArgsError(f"model.padding: must be one of {', '.join(PADDINGS)}; got {padding!r}")
-    if padding == "circular" and upsample == "transposed":
-        raise ModelArgsError("model.padding: circular needs model.upsample: resize_conv "
-                             "(transposed convolutions pad with zeros only)")
 
 
-def _check_kernel(kernel_size) -> int:
-    _check_int("kernel_size", kernel_size)
-    if kernel_size % 2 == 0:
-        raise ModelArgsError(f"model.kernel_size: must be odd (exact halving/doubling with "
-                             f"padding k//2), got {kernel_size}")
+def _check_kernel(kernel_size, upsample: str = "transposed") -> int:
+    _check_int("kernel_size", kernel_size, minimum=2)
+    if kernel_size % 2 == 0 and upsample == "resize_conv":
+        raise ModelArgsError(f"model.kernel_size: resize_conv needs an odd kernel (a centred "
+                             f"same-size convolution), got {kernel_size}")
     return kernel_size
+
+
+def _pad(k: int) -> int:
+    """Padding that makes a stride-2 k x k (transposed) convolution halve (double) the side
+    exactly: k // 2 for odd k (with output_padding 1 when transposed), k // 2 - 1 for even k."""
+    return k // 2 if k % 2 else k // 2 - 1
+
+
+class PeriodicConvTranspose2d(nn.ConvTranspose2d):
+    """A stride-2 transposed convolution on a torus: (B, c_in, h, w) -> (B, c_out, 2h, 2w).
+
+    The full (unpadded) output, of side 2(h - 1) + k, is folded back onto the 2h x 2w
+    grid: output pixel j of the zero-padded layer is full pixel j + p, and full pixels past
+    the grid wrap to the start. So the result is what the layer gives on a periodic map,
+    the same weights and parameter names as nn.ConvTranspose2d, and no extra arithmetic.
+    """
+
+    def __init__(self, c_in: int, c_out: int, k: int, bias: bool):
+        super().__init__(c_in, c_out, k, stride=2, padding=0, bias=bias)
+        self.crop = _pad(k)  # where the zero-padded layer's output starts in the full one
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        full = nn.functional.conv_transpose2d(x, self.weight, stride=2)  # (B, c_out, 2h - 2 + k, 2w - 2 + k)
+        for dim, n in ((-2, 2 * x.shape[-2]), (-1, 2 * x.shape[-1])):
+            head, tail = full.narrow(dim, 0, n), full.narrow(dim, n, full.shape[dim] - n)
+            pad = [0, 0] * (-dim - 1) + [0, n - tail.shape[dim]]
+            full = torch.roll(head + nn.functional.pad(tail, pad), -self.crop, dim)
+        # the bias after the fold, once per output pixel
+        return full if self.bias is None else full + self.bias[:, None, None]
 
 
 def _upsample(kind: str, c_in: int, c_out: int, k: int, bias: bool, padding: str = "zeros") -> nn.Module:
     """One stride-2 upsampling stage: (B, c_in, h, w) -> (B, c_out, 2h, 2w)."""
+    if kind == "transposed" and padding == "circular":
+        return PeriodicConvTranspose2d(c_in, c_out, k, bias)
     if kind == "transposed":
-        # out = (h - 1) * 2 - 2 * (k // 2) + k + 1 = 2h for odd k
-        return nn.ConvTranspose2d(c_in, c_out, k, stride=2, padding=k // 2, output_padding=1,
+        # out = (h - 1) * 2 - 2 p + k + output_padding = 2h, for odd k (p = k // 2,
+        # output_padding 1) and even k (p = k // 2 - 1, output_padding 0)
+        return nn.ConvTranspose2d(c_in, c_out, k, stride=2, padding=_pad(k), output_padding=k % 2,
                                   bias=bias)
     if kind == "resize_conv":
         # nearest x2, then a same-size convolution (Odena et al. 2016: no checkerboard)
@@ -108,11 +139,11 @@ class Generator(nn.Module):
         H = _check_image_size(image_size)
         _check_int("z_dim", z_dim)
         g = _check_int("g_channels", g_channels)
-        k = _check_kernel(kernel_size)
         if upsample not in UPSAMPLE_KINDS:
             raise ModelArgsError(f"model.upsample: must be one of {', '.join(UPSAMPLE_KINDS)}; "
                                  f"got {upsample!r}")
-        _check_padding(padding, upsample)
+        _check_padding(padding)
+        k = _check_kernel(kernel_size, upsample)
         s = H // 16
         self.image_size, self.z_dim, self.g_channels = H, z_dim, g
         self.kernel_size, self.upsample = k, upsample
@@ -155,9 +186,9 @@ class Discriminator(nn.Module):
         d = _check_int("d_channels", d_channels)
         k = _check_kernel(kernel_size)
         s = H // 16
-        p = k // 2
+        p = _pad(k)
         self.image_size, self.d_channels, self.kernel_size = H, d, k
-        # conv out = floor((h + 2p - k) / 2) + 1 = h / 2 for even h, odd k
+        # conv out = floor((h + 2p - k) / 2) + 1 = h / 2 for even h (odd or even k)
         self.main = nn.Sequential(OrderedDict([
             ("conv1", nn.Conv2d(1, d, k, 2, p, bias=True, padding_mode=pm)),            # (B, d, H/2, W/2)   64x128x128 @256
             ("lrelu1", nn.LeakyReLU(0.2, inplace=True)),
@@ -228,11 +259,11 @@ def _check_args(args: dict) -> None:
     _check_image_size(args["image_size"])
     for name in ("z_dim", "g_channels", "d_channels"):
         _check_int(name, args[name])
-    _check_kernel(args["kernel_size"])
     if args["upsample"] not in UPSAMPLE_KINDS:
         raise ModelArgsError(f"model.upsample: must be one of {', '.join(UPSAMPLE_KINDS)}; "
                              f"got {args['upsample']!r}")
-    _check_padding(args["padding"], args["upsample"])
+    _check_padding(args["padding"])
+    _check_kernel(args["kernel_size"], args["upsample"])
 
 
 def build_models(args: dict) -> tuple[Generator, Discriminator]:

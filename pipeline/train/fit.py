@@ -32,6 +32,7 @@ from pipeline.models import build_models, model_args
 from pipeline.train.aux_losses import SpectralLoss
 from pipeline.train.checkpoint import (checkpoint_dir, load_checkpoint, rng_state, save_checkpoint,
                                        set_rng_state, step_checkpoints, write_checkpoint)
+from pipeline.train.ema import GeneratorEMA
 from pipeline.train.fidelity import FidelityCheck
 from pipeline.train.loggers import make_logger, sample_grid
 from pipeline.train.step import StepNoise, gan_step
@@ -48,7 +49,7 @@ class TrainingDiverged(PipelineError):
 def seed_from(*words: int) -> int:
     """A torch seed from non-negative words. Streams: (seed, 0, rank, step) for a step's noise,
     the same whenever the step is (re)run; (seed, 1) the fixed sample noise; (seed, 2) the
-    fidelity check's noise."""
+    fidelity check's noise; (seed, 3) the noise that calibrates the weight average's BatchNorm."""
     return int(np.random.SeedSequence(list(words)).generate_state(1)[0])
 
 
@@ -116,6 +117,11 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(backend.device.type, enabled=tc.precision == "fp16")
         self.step = 0
         self.fidelity_record = {"best_score": None, "best_step": None}
+        self.ema = None
+        if tc.ema_decay > 0:
+            n = 8 * cfg.loader.batch_size
+            z = torch.randn(n, self.args["z_dim"], generator=torch.Generator().manual_seed(seed_from(tc.seed, 3)))
+            self.ema = GeneratorEMA(self.gen, tc.ema_decay, z, cfg.loader.batch_size)
         if self.checkpoint:
             self._restore(self.checkpoint)
         self.train_gen = backend.wrap_model(self.gen, "generator")
@@ -130,8 +136,10 @@ class Trainer:
                          else contextlib.nullcontext())
         self.aux_loss = None
         if tc.spectral_weight > 0:
-            spectral = SpectralLoss(self.args["image_size"], backend.device)
-            self.aux_loss = lambda fake, real: tc.spectral_weight * spectral(fake, real)
+            data, n = self.loader.data, min(len(self.loader.data), 1024)  # target error ~1/sqrt(n * modes)
+            chunks = (data.read(np.arange(i, min(i + 128, n)))[0] for i in range(0, n, 128))
+            spectral = SpectralLoss(self.args["image_size"], chunks, self.transform, backend.device)
+            self.aux_loss = lambda fake: tc.spectral_weight * spectral(fake)
         self.fixed_z = torch.randn(16, self.args["z_dim"], generator=torch.Generator().manual_seed(
             seed_from(tc.seed, 1)))
 
@@ -170,6 +178,11 @@ class Trainer:
         set_rng_state(state["rng"])
         self.step = int(state["step"])
         self.fidelity_record = dict(state["fidelity"])
+        if self.ema is not None:
+            if "generator_ema" in state:
+                self.ema.load_state_dict(state["generator_ema"])
+            else:  # train.ema_decay switched on at a resume: the average starts here
+                self.ema = GeneratorEMA(self.gen, self.ema.decay, self.ema.calibration_z, self.ema.batch_size)
 
     def state(self) -> dict:
         return {"step": self.step, "config": self.cfg.to_dict(), "model_args": self.args,
@@ -178,6 +191,7 @@ class Trainer:
                 "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
                 "scaler": self.scaler.state_dict(), "loader": self.loader.state_dict(),
                 "rng": rng_state(), "fidelity": dict(self.fidelity_record),
+                **({"generator_ema": self.ema.state_dict()} if self.ema is not None else {}),
                 "data": {"train_manifest_digest": self.loader.data.manifest.digest(),
                          "side_angle_deg": self.side_angle_deg}}
 
@@ -218,6 +232,8 @@ class Trainer:
                     metrics = gan_step(self.train_gen, self.train_disc, self.opt_g, self.opt_d, self.scaler,
                                        real, noise, self.autocast, self.memory_format, self.frozen_disc,
                                        self.aux_loss)
+                    if self.ema is not None:
+                        self.ema.update(self.gen)
                     metrics = backend.mean(metrics)
                     if not all(np.isfinite([metrics["loss_d"], metrics["loss_g"]])):
                         bar.close()
@@ -270,15 +286,17 @@ class Trainer:
         self.backend.barrier()
 
     def generate(self, z: torch.Tensor) -> np.ndarray:
-        """kappa maps (n, H, W) float32 from noise z (n, z_dim), generator in eval mode."""
-        was_training = self.gen.training
-        self.gen.eval()
+        """kappa maps (n, H, W) float32 from noise z (n, z_dim): the weight average when there
+        is one, else the live generator, in eval mode."""
+        gen = self.ema.generator() if self.ema is not None else self.gen
+        was_training = gen.training
+        gen.eval()
         out = []
         with torch.no_grad(), self.autocast:
             for chunk in z.split(self.cfg.loader.batch_size):
-                y = self.gen(chunk.to(self.backend.device)).float()
+                y = gen(chunk.to(self.backend.device)).float()
                 out.append(self.transform.inverse(y)[:, 0].cpu().numpy())
-        self.gen.train(was_training)
+        gen.train(was_training)
         return np.concatenate(out)
 
     def _samples(self, logger) -> None:

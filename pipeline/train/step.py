@@ -59,7 +59,7 @@ def gan_step(gen, disc, opt_g, opt_d, scaler, real: torch.Tensor, noise: StepNoi
 
     frozen_disc: the discriminator the generator step runs through, default ``disc``;
     data-parallel training passes the unwrapped module (D's weights get no gradient there).
-    aux_loss: optional ``f(fake, real) -> scalar`` added to the generator's loss (weighted).
+    aux_loss: optional ``f(fake) -> scalar`` added to the generator's loss (weighted).
     """
     frozen_disc = disc if frozen_disc is None else frozen_disc
     device = real.device
@@ -83,7 +83,7 @@ def gan_step(gen, disc, opt_g, opt_d, scaler, real: torch.Tensor, noise: StepNoi
     with autocast:
         logits_gen = frozen_disc(fake)
         loss_g = F.binary_cross_entropy_with_logits(logits_gen.float(), ones)
-    aux = aux_loss(fake, real) if aux_loss is not None else None
+    aux = aux_loss(fake) if aux_loss is not None else None
     if aux is not None:
         loss_g = loss_g + aux
     opt_g.zero_grad()

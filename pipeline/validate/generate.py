@@ -1,6 +1,7 @@
 """generate: a dataset of maps from a trained generator, in the format make-data writes.
 
-Map i is G(z_i) with z_i drawn from the stream seeded by (generate.seed, i),
+Map i is G(z_i) with z_i drawn from the stream seeded by (generate.seed, i), G the
+checkpoint's moving average of the generator's weights when it has one (train.ema_decay),
 mapped back to kappa by the run's pixel transform; the generator runs in eval
 mode (BatchNorm from its running statistics), so a map does not depend on the
 others in its batch. Batches start at fixed offsets within fixed shards, so the
@@ -39,7 +40,9 @@ def generate(run_dir: str | Path, which: str, n_maps: int, out_dir: str | Path, 
     cfg = with_overrides(config_from_dict(state["config"]), overrides)
     gen_cfg = cfg.generate
     gen, _ = build_models(state["model_args"])
-    gen.load_state_dict(state["generator"])
+    # the moving average of the weights when the run kept one (train.ema_decay)
+    weights = "generator_ema" if "generator_ema" in state else "generator"
+    gen.load_state_dict(state["generator_ema"]["weights"] if weights == "generator_ema" else state["generator"])
     gen.eval()
     transform = PixelTransform.from_state_dict(state["transform"])
     size = state["model_args"]["image_size"]
@@ -50,7 +53,7 @@ def generate(run_dir: str | Path, which: str, n_maps: int, out_dir: str | Path, 
         side_angle_deg=float(state["data"]["side_angle_deg"]), param_names=[],
         recipe={"checkpoint_sha256": checkpoint_sha, "generate": cfg.to_dict()["generate"], "n_maps": n_maps},
         provenance={"generator": "pipeline.models.Generator", "run": str(Path(run_dir).resolve()),
-                    "checkpoint": str(path), "step": int(state["step"]),
+                    "checkpoint": str(path), "step": int(state["step"]), "weights": weights,
                     "seed_words": "(generate.seed, map_index)"})
 
     def produce(first: int, count: int):

@@ -47,6 +47,30 @@ def test_shapes(size, upsample):
     assert D.main[:-2](x).shape == (3, 8 * 16, size // 16, size // 16)
 
 
+@pytest.mark.parametrize("k", [3, 4, 6])
+def test_shapes_for_odd_and_even_kernels(k):
+    G, D = build_models(args_for(32, g=8, d=8, k=k))
+    x = G(torch.randn(2, 64))
+    assert x.shape == (2, 1, 32, 32) and D(x).shape == (2,)
+
+
+def test_even_kernel_transposed_convolution_has_no_checkerboard():
+    """A stride-2 transposed convolution adds k*k kernel taps onto the 2x grid; every output
+    pixel gets (k/2)^2 of them when the stride divides k, but 3x3, 3x2 or 2x2 of them with
+    k = 5 (Odena et al. 2016). Constant input and weights show it: a constant output away
+    from the borders for k = 4, a periodic pattern with period 2 (the checkerboard) for k = 5."""
+    from pipeline.models.dcgan import _upsample
+
+    for k, flat in ((4, True), (5, False)):
+        up = _upsample("transposed", 1, 1, k, bias=False)
+        nn.init.ones_(up.weight)
+        with torch.no_grad():
+            out = up(torch.ones(1, 1, 8, 8))[0, 0, 3:-3, 3:-3]
+        assert out.shape == (10, 10)
+        assert bool((out == out[0, 0]).all()) == flat, (k, out[:2, :2])
+    assert out[0::2, 0::2].unique().tolist() != out[1::2, 1::2].unique().tolist()  # k = 5: a period-2 grid
+
+
 def test_shapes_256_paper_model():
     torch.manual_seed(0)
     G, D = build_models(args_for(256))
@@ -163,8 +187,9 @@ def expected_params(H, z, g, d, k):
     return gen, dis
 
 
-@pytest.mark.parametrize("H,z,g,d,k", [(256, 64, 64, 64, 5), (64, 64, 64, 64, 5), (32, 16, 8, 12, 3)])
-@pytest.mark.parametrize("upsample", ["transposed", "resize_conv"])
+@pytest.mark.parametrize("H,z,g,d,k,upsample", [
+    (H, z, g, d, k, up) for H, z, g, d, k in [(256, 64, 64, 64, 5), (64, 64, 64, 64, 5), (32, 16, 8, 12, 3)]
+    for up in ("transposed", "resize_conv")] + [(64, 64, 32, 32, 4, "transposed")])  # even k: transposed only
 def test_parameter_counts(H, z, g, d, k, upsample):
     G, D = Generator(H, z, g, k, upsample), Discriminator(H, d, k)
     assert (n_params(G), n_params(D)) == expected_params(H, z, g, d, k)
@@ -256,7 +281,8 @@ def test_bad_image_size_raises(bad):
         build_models(args_for(bad))
 
 
-@pytest.mark.parametrize("change,match", [({"kernel_size": 4}, "kernel_size"),
+@pytest.mark.parametrize("change,match", [({"kernel_size": 4, "upsample": "resize_conv"}, "odd kernel"),
+                                          ({"kernel_size": 1}, "kernel_size"),
                                           ({"upsample": "pixel_shuffle"}, "upsample"),
                                           ({"z_dim": 0}, "z_dim"),
                                           ({"g_channels": 2.5}, "g_channels"),
@@ -333,8 +359,32 @@ def test_circular_padding_makes_the_discriminator_features_shift_equivariant():
         assert torch.allclose(torch.roll(a, shifts=1, dims=-1), b, atol=1e-5) == equivariant
 
 
-def test_circular_padding_needs_resize_conv():
-    from pipeline.models import ModelArgsError, build_models
+@pytest.mark.parametrize("k", [3, 4, 5])
+def test_periodic_transposed_convolution_is_the_layer_on_a_torus(k):
+    """padding: circular with transposed upsampling: the output equals the centre tile of the
+    zero-padded layer applied to the input tiled 3 x 3 (a periodic map seen from inside),
+    bias included once, and is shift-equivariant (input rolled by 1, output by 2)."""
+    from pipeline.models.dcgan import PeriodicConvTranspose2d, _upsample
 
-    with pytest.raises(ModelArgsError, match="circular needs model.upsample: resize_conv"):
-        build_models({**args_for(32, "transposed"), "padding": "circular"})
+    torch.manual_seed(k)
+    periodic = _upsample("transposed", 3, 2, k, True, "circular")
+    assert isinstance(periodic, PeriodicConvTranspose2d)
+    nn.init.normal_(periodic.bias)
+    plain = _upsample("transposed", 3, 2, k, True, "zeros")
+    plain.load_state_dict(periodic.state_dict())  # the same parameter names and shapes
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        out = periodic(x)
+        torch.testing.assert_close(out, plain(x.repeat(1, 1, 3, 3))[..., 16:32, 16:32])
+        torch.testing.assert_close(periodic(torch.roll(x, (1, 3), (-2, -1))), torch.roll(out, (2, 6), (-2, -1)))
+        assert not torch.allclose(out, plain(x), atol=1e-3)  # the borders differ from zero padding
+
+
+def test_circular_generator_maps_are_periodic_in_the_shift_sense():
+    """A whole circular generator commutes with rolls of its first feature map."""
+    G, _ = build_models({**args_for(32, "transposed", g=8, d=8, k=4), "padding": "circular"})
+    G.eval()
+    h = torch.randn(2, 64, 2, 2)
+    stages = G.main[2:]  # after fc and unflatten
+    with torch.no_grad():
+        torch.testing.assert_close(stages(torch.roll(h, 1, -1)), torch.roll(stages(h), 16, -1))

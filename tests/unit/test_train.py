@@ -19,13 +19,14 @@ TINY = CONFIGS / "tiny.yaml"
 
 def final_weights(run):
     state = load_checkpoint(step_checkpoints(run)[-1])
-    return state["step"], state["generator"], state["discriminator"], state["opt_g"]
+    return (state["step"], state["generator"], state["discriminator"], state["opt_g"],
+            state["generator_ema"]["weights"])
 
 
 def assert_same_weights(a, b):
-    (sa, ga, da, oa), (sb, gb, db, ob) = a, b
+    (sa, ga, da, oa, ea), (sb, gb, db, ob, eb) = a, b
     assert sa == sb
-    for x, y in ((ga, gb), (da, db)):
+    for x, y in ((ga, gb), (da, db), (ea, eb)):
         assert x.keys() == y.keys()
         for k in x:
             assert torch.equal(x[k], y[k]), k
@@ -55,7 +56,7 @@ def test_run_directory_holds_what_it_promises(uninterrupted):
     fid = [ln for ln in lines if "fid_score" in ln]
     assert [ln["step"] for ln in fid] == [8, 16, 24, 32, 40]
     state = load_checkpoint(step_checkpoints(run)[-1])
-    for key in ("generator", "discriminator", "opt_g", "opt_d", "scaler", "loader", "rng", "config",
+    for key in ("generator", "generator_ema", "discriminator", "opt_g", "opt_d", "scaler", "loader", "rng", "config",
                 "model_args", "transform", "fidelity"):
         assert key in state, key
     assert state["loader"]["epoch"] == 3 and state["loader"]["step"] == 4  # 40 = 3 * 12 + 4
