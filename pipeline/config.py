@@ -280,6 +280,9 @@ class TrainConfig:
     batch by lr_scaling ("none", "linear" or "sqrt"); collective_timeout_s: how long a
     rank waits for the others before failing (DDP); spectral_weight: weight of the
     auxiliary power-spectrum loss of the generator (0 = off; pipeline/train/aux_losses.py);
+    lr_decay: "none" (constant learning rates) or "cosine" (from lr_* at step 0 down to
+    lr_final_fraction x lr_* at train.steps, half a cosine; a function of the step, so a
+    resumed run follows it, and changing train.steps reshapes it);
     ema_decay: per-step decay of the moving average of the generator's weights that the
     fidelity check, best.pt and generate use (0 = off, the live generator; ~0.999 averages
     the last ~1000 steps; pipeline/train/ema.py).
@@ -305,6 +308,8 @@ class TrainConfig:
     lr_reference_batch: int = 64
     collective_timeout_s: float = 300.0
     spectral_weight: float = 0.0
+    lr_decay: str = "none"
+    lr_final_fraction: float = 0.1
     ema_decay: float = 0.0
     checkpoint_every: int = 200
     keep_checkpoints: int = 3
@@ -326,6 +331,9 @@ class TrainConfig:
         _choice(self.device, ("auto", "cpu", "cuda"), f"{where}.device")
         _choice(self.backend, ("auto", "single", "ddp", "horovod"), f"{where}.backend")
         _choice(self.lr_scaling, ("none", "linear", "sqrt"), f"{where}.lr_scaling")
+        _choice(self.lr_decay, ("none", "cosine"), f"{where}.lr_decay")
+        if not 0 <= self.lr_final_fraction <= 1:
+            raise ConfigError(f"{where}.lr_final_fraction: must be in [0, 1], got {self.lr_final_fraction}")
         _positive(self.lr_reference_batch, f"{where}.lr_reference_batch")
         _positive(self.collective_timeout_s, f"{where}.collective_timeout_s")
         _non_negative(self.spectral_weight, f"{where}.spectral_weight")

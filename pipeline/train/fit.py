@@ -12,6 +12,7 @@ current step and exit with status EXIT_PREEMPTED.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import socket
@@ -44,6 +45,14 @@ FROZEN_SECTIONS = ("model", "transform", "loader")
 
 class TrainingDiverged(PipelineError):
     pass
+
+
+def lr_schedule(step: int, steps: int, kind: str, final_fraction: float) -> float:
+    """The learning-rate multiplier for the update after ``step`` updates (train.lr_decay)."""
+    if kind == "none":
+        return 1.0
+    progress = min(step / steps, 1.0)
+    return final_fraction + (1 - final_fraction) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def seed_from(*words: int) -> int:
@@ -225,6 +234,7 @@ class Trainer:
         with _StopFlag() as stop:
             while self.step < tc.steps:
                 for batch in self.loader:
+                    self._set_learning_rates()
                     real = self.transform.forward(batch["maps"]).to(backend.device, non_blocking=True)
                     real = real.contiguous(memory_format=self.memory_format)
                     noise = StepNoise.draw(seed_from(tc.seed, 0, backend.rank, self.step), len(real),
@@ -275,6 +285,13 @@ class Trainer:
         bar.close()
         logger.close()
         return 0
+
+    def _set_learning_rates(self) -> None:
+        tc = self.cfg.train
+        factor = self.lr_factor * lr_schedule(self.step, tc.steps, tc.lr_decay, tc.lr_final_fraction)
+        for opt, lr in ((self.opt_g, tc.lr_g), (self.opt_d, tc.lr_d)):
+            for group in opt.param_groups:
+                group["lr"] = lr * factor
 
     def _save(self, best: bool) -> None:
         if self.backend.is_main:

@@ -1,9 +1,10 @@
-"""The auxiliary spectral loss: radial binning, zero at the target, the log-ratio it measures
-in kappa (not in the transformed pixels), gradients reach G."""
+"""The auxiliary spectral loss: modes and shells, zero at the target, the log-ratio it
+measures per mode and in kappa (not in the transformed pixels), gradients reach G."""
 
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from pipeline.data.transforms import PixelTransform
@@ -18,45 +19,72 @@ def lognormal_like(n, size, seed):
     return (np.exp(0.5 * g.standard_normal((n, size, size))) - np.exp(0.125)) * 0.02
 
 
-def test_cosine_power_lands_in_its_bin_with_its_amplitude():
-    """cos(2 pi 3 x / N): the rfft2 has one mode, (ky, kx) = (0, 3), of amplitude N^2 / 2, so
-    the mean power of bin |k| = 3 is (N^2 / 2)^2 / (modes in the bin), and every other bin is 0."""
+def test_cosine_power_lands_in_its_mode_and_shell():
+    """cos(2 pi 3 x / N): the rfft2 has one mode, (ky, kx) = (0, 3), of amplitude N^2 / 2. Its
+    shell |k|^2 = 9 holds three modes of the half plane, (0, 3), (3, 0) and (-3, 0)."""
     N = 32
     x = np.arange(N)
     cosine = np.broadcast_to(np.cos(2 * np.pi * 3 * x / N), (N, N))[None].astype(np.float32)
     loss = SpectralLoss(N, [cosine], WIDE, torch.device("cpu"))
-    power = loss.binned(torch.from_numpy(cosine))
-    expected = torch.zeros(N // 2)
-    expected[2] = (N * N / 2) ** 2 / loss.counts[2]
-    torch.testing.assert_close(power, expected, rtol=1e-5, atol=1e-3)
+    nine = int((loss.k2 == 9).nonzero()[0])
+    assert int(loss.counts[loss.shell[nine]]) == 3
+    power = loss.mode_power(torch.from_numpy(cosine))
+    assert power[nine].item() == pytest.approx((N * N / 2) ** 2, rel=1e-5)
+    assert float(power.sum() - power[nine]) < 1e-3 * power[nine].item()
+    shells = loss.shell_power(torch.from_numpy(cosine))
+    assert shells[loss.shell[nine]].item() == pytest.approx((N * N / 2) ** 2 / 3, rel=1e-5)
 
 
-def test_bins_cover_the_modes_from_the_fundamental_to_nyquist():
+def test_shells_cover_the_modes_from_the_fundamental_to_half_the_grid():
     loss = SpectralLoss(16, [lognormal_like(2, 16, 0)], WIDE, torch.device("cpu"))
-    assert loss.n_bins == 8 and loss.counts.min() > 0
-    assert int(loss.counts.sum()) == int(loss.keep.sum())
+    assert int(loss.k2.min()) == 1 and int(loss.k2.max()) == 64  # |k| from 1 to N/2 = 8
+    assert int(loss.counts.sum()) == int(loss.keep.sum()) and loss.counts.min() > 0
+    torch.testing.assert_close(loss.weights.sum(), torch.tensor(1.0))  # a weighted mean
 
 
-def test_zero_at_the_target_and_the_squared_log_ratio_elsewhere():
-    maps = lognormal_like(16, 32, 1)
-    loss = SpectralLoss(32, [maps[:10], maps[10:]], WIDE, torch.device("cpu"))  # chunks pool exactly
-    y = WIDE.forward(torch.from_numpy(maps).float())[:, None]
-    assert loss(y).item() < 1e-10
-    # twice the kappa amplitude: every bin's power x4, each log differs by log 4
-    y2 = WIDE.forward(2 * torch.from_numpy(maps).float())[:, None]
-    assert abs(loss(y2).item() - math.log(4.0) ** 2) < 1e-4
+def reference_loss(fake_kappa, target_kappa):
+    """The loss written out in numpy, float64, over the FFT half plane kx >= 0."""
+    N = target_kappa.shape[-1]
+    k = np.fft.fftfreq(N, 1 / N)
+    k2 = np.rint(k[:, None] ** 2 + np.fft.rfftfreq(N, 1 / N)[None, :] ** 2).astype(int)
+    used = (k2 >= 1) & (k2 <= (N // 2) ** 2)
+    fake = (np.abs(np.fft.rfft2(fake_kappa)) ** 2).mean(0)[used]
+    target = (np.abs(np.fft.rfft2(target_kappa)) ** 2).mean(0)[used]
+    shells = k2[used]
+    per_shell = [np.mean((np.log(fake[shells == s]) - np.log(target[shells == s].mean())) ** 2)
+                 for s in np.unique(shells)]
+    return float(np.mean(per_shell))
+
+
+def test_matches_the_loss_written_out_in_numpy():
+    """Against the target maps themselves (the within-shell scatter of 16 maps), twice their
+    amplitude, the same maps with the single mode (0, 4) doubled in power (a stripe pattern
+    that a radial average would dilute over its shell), and an independent sample."""
+    N = 32
+    target = lognormal_like(16, N, 4)
+    f = np.fft.rfft2(target)
+    f[:, 0, 4] *= np.sqrt(2.0)
+    striped = np.fft.irfft2(f, s=(N, N))
+    loss = SpectralLoss(N, [target[:10], target[10:]], WIDE, torch.device("cpu"))  # chunks pool exactly
+    values = {}
+    for name, fake in (("same", target), ("double", 2 * target), ("striped", striped),
+                       ("other", lognormal_like(16, N, 5))):
+        values[name] = loss(WIDE.forward(torch.from_numpy(fake).float())[:, None]).item()
+        assert values[name] == pytest.approx(reference_loss(fake, target), rel=2e-3, abs=1e-6), name
+    assert values["striped"] > values["same"] and values["double"] > values["same"] + 1.0
 
 
 def test_it_measures_kappa_not_the_transformed_maps():
     """The transform compresses the positive tail: with a scale near the pixel spread the
-    transformed maps' spectrum is far from the kappa spectrum. Matching kappa is zero loss;
-    feeding kappa as if it were transformed is not."""
+    transformed maps' spectrum is far from the kappa spectrum. The loss of the target maps
+    is only their within-shell scatter; feeding kappa as if it were transformed is far worse."""
     maps = lognormal_like(16, 32, 2)
     tight = PixelTransform(shift=0.05, scale=0.02)
     loss = SpectralLoss(32, [maps], tight, torch.device("cpu"))
     kappa = torch.from_numpy(maps).float()
-    assert loss(tight.forward(kappa)[:, None]).item() < 1e-8
-    assert loss(kappa[:, None]).item() > 0.1
+    matched = loss(tight.forward(kappa)[:, None]).item()
+    assert matched == pytest.approx(reference_loss(maps, maps), rel=2e-3)
+    assert loss(kappa[:, None]).item() > 10 * matched
 
 
 def test_gradient_flows_to_the_generated_maps():

@@ -131,6 +131,29 @@ def test_divergence_stops_with_the_last_good_checkpoint(tiny_data, tmp_path, mon
     assert [p.name for p in step_checkpoints(run)] == ["step-00000008.pt"]
 
 
+def test_cosine_schedule_values():
+    from pipeline.train.fit import lr_schedule
+
+    assert lr_schedule(0, 100, "cosine", 0.1) == 1.0
+    assert lr_schedule(50, 100, "cosine", 0.1) == pytest.approx(0.55)  # half way: the mean
+    assert lr_schedule(100, 100, "cosine", 0.1) == pytest.approx(0.1)
+    assert lr_schedule(150, 100, "cosine", 0.1) == pytest.approx(0.1)  # past the end: the floor
+    assert lr_schedule(37, 100, "none", 0.1) == 1.0
+
+
+def test_learning_rates_follow_the_schedule(uninterrupted):
+    """tiny.yaml decays both rates: the last update ran at lr x schedule(steps - 1)."""
+    from pipeline.train.fit import lr_schedule
+
+    state = load_checkpoint(step_checkpoints(uninterrupted)[-1])
+    tc = state["config"]["train"]
+    assert tc["lr_decay"] == "cosine"
+    factor = lr_schedule(39, 40, "cosine", tc["lr_final_fraction"])
+    assert state["opt_g"]["param_groups"][0]["lr"] == pytest.approx(tc["lr_g"] * factor, rel=1e-12)
+    assert state["opt_d"]["param_groups"][0]["lr"] == pytest.approx(tc["lr_d"] * factor, rel=1e-12)
+    assert factor < 0.2
+
+
 @pytest.mark.parametrize("setting", ["train.precision=bf16", "train.precision=fp16", "train.channels_last=true",
                                      "train.compile=true", "model.upsample=resize_conv"])
 def test_precision_and_layout_options_train(tiny_data, tmp_path, setting):
