@@ -214,8 +214,9 @@ class ModelConfig:
     image_size: pixels per side of the maps (0 = take it from the training data;
     must be a multiple of 16). g_channels: width of the generator's last hidden
     layer (its first is 8x, e.g. 512 for 64); d_channels: width of the
-    discriminator's first layer (its last is 8x). upsample: "transposed"
-    (CosmoGAN) or "resize_conv" (nearest-neighbour upsampling then a
+    discriminator's first layer (its last is 8x). kernel_size: odd (CosmoGAN: 5) or,
+    with transposed upsampling, even (DCGAN's 4: no checkerboard from uneven overlap).
+    upsample: "transposed" (CosmoGAN) or "resize_conv" (nearest-neighbour upsampling then a
     convolution, against checkerboard artefacts). padding: "zeros" (CosmoGAN) or
     "circular" (the maps of the physical model are periodic: every convolution wraps around).
     """
