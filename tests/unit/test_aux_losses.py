@@ -35,9 +35,9 @@ def test_cosine_power_lands_in_its_mode_and_shell():
     assert shells[loss.shell[nine]].item() == pytest.approx((N * N / 2) ** 2 / 3, rel=1e-5)
 
 
-def test_shells_cover_the_modes_from_the_fundamental_to_half_the_grid():
+def test_shells_cover_the_modes_from_the_mean_to_half_the_grid():
     loss = SpectralLoss(16, [lognormal_like(2, 16, 0)], WIDE, torch.device("cpu"))
-    assert int(loss.k2.min()) == 1 and int(loss.k2.max()) == 64  # |k| from 1 to N/2 = 8
+    assert int(loss.k2.min()) == 0 and int(loss.k2.max()) == 64  # |k| from 0 (the mean) to N/2 = 8
     assert int(loss.counts.sum()) == int(loss.keep.sum()) and loss.counts.min() > 0
     torch.testing.assert_close(loss.weights.sum(), torch.tensor(1.0))  # a weighted mean
 
@@ -47,19 +47,22 @@ def reference_loss(fake_kappa, target_kappa):
     N = target_kappa.shape[-1]
     k = np.fft.fftfreq(N, 1 / N)
     k2 = np.rint(k[:, None] ** 2 + np.fft.rfftfreq(N, 1 / N)[None, :] ** 2).astype(int)
-    used = (k2 >= 1) & (k2 <= (N // 2) ** 2)
+    used = k2 <= (N // 2) ** 2
     fake = (np.abs(np.fft.rfft2(fake_kappa)) ** 2).mean(0)[used]
     target = (np.abs(np.fft.rfft2(target_kappa)) ** 2).mean(0)[used]
     shells = k2[used]
-    per_shell = [np.mean((np.log(fake[shells == s]) - np.log(target[shells == s].mean())) ** 2)
-                 for s in np.unique(shells)]
+    target_shells = {s: target[shells == s].mean() for s in np.unique(shells)}
+    floor = 1e-3 * np.median(list(target_shells.values()))
+    per_shell = [np.mean((np.log(fake[shells == s] + floor) - np.log(t + floor)) ** 2)
+                 for s, t in target_shells.items()]
     return float(np.mean(per_shell))
 
 
 def test_matches_the_loss_written_out_in_numpy():
     """Against the target maps themselves (the within-shell scatter of 16 maps), twice their
     amplitude, the same maps with the single mode (0, 4) doubled in power (a stripe pattern
-    that a radial average would dilute over its shell), and an independent sample."""
+    that a radial average would dilute over its shell), the same maps with random means
+    (shell 0), and an independent sample."""
     N = 32
     target = lognormal_like(16, N, 4)
     f = np.fft.rfft2(target)
@@ -67,11 +70,13 @@ def test_matches_the_loss_written_out_in_numpy():
     striped = np.fft.irfft2(f, s=(N, N))
     loss = SpectralLoss(N, [target[:10], target[10:]], WIDE, torch.device("cpu"))  # chunks pool exactly
     values = {}
+    offsets = 0.01 * np.random.default_rng(6).standard_normal((16, 1, 1))
     for name, fake in (("same", target), ("double", 2 * target), ("striped", striped),
-                       ("other", lognormal_like(16, N, 5))):
+                       ("offset", target + offsets), ("other", lognormal_like(16, N, 5))):
         values[name] = loss(WIDE.forward(torch.from_numpy(fake).float())[:, None]).item()
         assert values[name] == pytest.approx(reference_loss(fake, target), rel=2e-3, abs=1e-6), name
     assert values["striped"] > values["same"] and values["double"] > values["same"] + 1.0
+    assert values["offset"] > values["same"] + 0.01
 
 
 def test_it_measures_kappa_not_the_transformed_maps():
@@ -103,3 +108,15 @@ def test_training_with_the_spectral_term_logs_it(tiny_data, tmp_path):
              "--quiet", "--set", "train.steps=4", "--set", "train.spectral_weight=0.1", check=True)
     line = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
     assert line["loss_aux"] > 0
+
+
+def test_maps_of_mean_exactly_zero_give_a_finite_target():
+    """Mean-subtracted training maps leave shell 0 empty; the floor keeps the loss finite and
+    still charges a generated mean."""
+    maps = lognormal_like(8, 16, 7)
+    maps -= maps.mean(axis=(1, 2), keepdims=True)
+    loss = SpectralLoss(16, [maps], WIDE, torch.device("cpu"))
+    assert torch.isfinite(loss.log_target).all()
+    y = WIDE.forward(torch.from_numpy(maps).float())[:, None]
+    shifted = WIDE.forward(torch.from_numpy(maps + 0.01).float())[:, None]
+    assert np.isfinite(loss(y).item()) and loss(shifted).item() > loss(y).item()
