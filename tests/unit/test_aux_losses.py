@@ -40,6 +40,9 @@ def test_shells_cover_the_modes_from_the_mean_to_half_the_grid():
     assert int(loss.k2.min()) == 0 and int(loss.k2.max()) == 64  # |k| from 0 (the mean) to N/2 = 8
     assert int(loss.counts.sum()) == int(loss.keep.sum()) and loss.counts.min() > 0
     torch.testing.assert_close(loss.weights.sum(), torch.tensor(1.0))  # a weighted mean
+    # rings of |k| = 0..8 weigh 1/9 each: ring 1 holds the shells |k|^2 = 1 and 2
+    ring1 = (loss.k2 == 1) | (loss.k2 == 2)
+    torch.testing.assert_close(loss.weights[ring1].sum(), torch.tensor(1 / 9))
 
 
 def reference_loss(fake_kappa, target_kappa):
@@ -53,9 +56,12 @@ def reference_loss(fake_kappa, target_kappa):
     shells = k2[used]
     target_shells = {s: target[shells == s].mean() for s in np.unique(shells)}
     floor = 1e-3 * np.median(list(target_shells.values()))
-    per_shell = [np.mean((np.log(fake[shells == s] + floor) - np.log(t + floor)) ** 2)
-                 for s, t in target_shells.items()]
-    return float(np.mean(per_shell))
+    per_shell = {s: np.mean((np.log(fake[shells == s] + floor) - np.log(t + floor)) ** 2)
+                 for s, t in target_shells.items()}
+    rings = {}
+    for s, value in per_shell.items():
+        rings.setdefault(int(np.rint(np.sqrt(s))), []).append(value)
+    return float(np.mean([np.mean(v) for v in rings.values()]))
 
 
 def test_matches_the_loss_written_out_in_numpy():
