@@ -3,6 +3,7 @@
     python benchmarks/bench_train.py                      # 64x64 quickstart model, batch 64, fp32, CPU
     python benchmarks/bench_train.py --device cuda --size 256 --batch 256 --precision bf16 \\
         --channels-last --compile --peak-tflops 989      # the paper model on a GPU
+    python benchmarks/bench_train.py --set model.kernel_size=4 --set model.g_channels=32  # other models
 
 Times pipeline.train.step.gan_step (a discriminator update and a generator
 update, as in training) on random maps already in the model's range, after
@@ -19,7 +20,7 @@ import time
 
 import torch
 
-from pipeline.config import ModelConfig
+from pipeline.config import load_config
 from pipeline.models import build_models, model_args
 from pipeline.models.flops import count_flops
 from pipeline.train.step import StepNoise, gan_step
@@ -38,12 +39,14 @@ def main():
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--peak-tflops", type=float, default=0.0, help="device peak for MFU (0: not reported)")
+    ap.add_argument("--set", action="append", default=[], metavar="model.KEY=VALUE",
+                    help="model config override (default: the CosmoGAN model)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
-    margs = model_args(ModelConfig(), args.size)
+    margs = model_args(load_config(None, args.set).model, args.size)
     gen, disc = (m.to(device) for m in build_models(margs))
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
     gen.to(memory_format=fmt)
@@ -72,7 +75,7 @@ def main():
     sec_per_step = statistics.median(times) / args.steps
     images_per_s = args.batch / sec_per_step
     flops = count_flops(margs)
-    result = {"size": args.size, "batch": args.batch, "device": str(device), "precision": args.precision,
+    result = {"size": args.size, "batch": args.batch, "model": args.set, "device": str(device), "precision": args.precision,
               "channels_last": args.channels_last, "compile": args.compile,
               "threads": torch.get_num_threads(), "images_per_s": round(images_per_s, 1),
               "ms_per_step": round(1e3 * sec_per_step, 2), "gflop_per_image_iteration":
