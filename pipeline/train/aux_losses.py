@@ -18,9 +18,10 @@ A shell is the set of modes with the same |k|^2 = kx^2 + ky^2 (integer wave numb
 sees anisotropic artefacts (grids, stripes) that a radial average would hide. A ring is
 the shells whose |k| rounds to the same integer; every ring weighs the same, like the
 linear ell bins the statistics use (weighing every shell the same gave the few shells of
-the largest scales ~1/300 of the loss each, and the fundamental modes stayed 7-11% low). Shell 0 is the map mean: the generator's means varied ~150x more
-(in variance) than the physical model's, whose maps have a near-fixed mean, which shifts
-each map's PDF and Minkowski curves. It is scale-free (logs) and differentiable; a floor of
+the largest scales ~1/300 of the loss each, and the fundamental modes stayed 7-11% low).
+Shell 0 is the map mean: the generator's means varied ~150x more (in variance) than the
+physical model's, whose maps have a near-fixed mean, which shifts each map's PDF and
+Minkowski curves. It is scale-free (logs) and differentiable; a floor of
 1e-3 x the median shell power is added inside both logs.
 """
 

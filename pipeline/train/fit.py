@@ -126,13 +126,15 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(backend.device.type, enabled=tc.precision == "fp16")
         self.step = 0
         self.fidelity_record = {"best_score": None, "best_step": None}
+        if self.checkpoint:
+            self._restore(self.checkpoint)
         self.ema = None
-        if tc.ema_decay > 0:
+        if tc.ema_decay > 0:  # built from the restored weights: where the average starts if none was saved
             n = 8 * cfg.loader.batch_size
             z = torch.randn(n, self.args["z_dim"], generator=torch.Generator().manual_seed(seed_from(tc.seed, 3)))
             self.ema = GeneratorEMA(self.gen, tc.ema_decay, z, cfg.loader.batch_size)
-        if self.checkpoint:
-            self._restore(self.checkpoint)
+            if self.checkpoint and "generator_ema" in self.checkpoint:
+                self.ema.load_state_dict(self.checkpoint["generator_ema"])
         self.train_gen = backend.wrap_model(self.gen, "generator")
         self.train_disc = backend.wrap_model(self.disc, "discriminator")
         self.frozen_disc = self.disc  # the generator step's D: no gradients, so no wrapper
@@ -187,11 +189,6 @@ class Trainer:
         set_rng_state(state["rng"])
         self.step = int(state["step"])
         self.fidelity_record = dict(state["fidelity"])
-        if self.ema is not None:
-            if "generator_ema" in state:
-                self.ema.load_state_dict(state["generator_ema"])
-            else:  # train.ema_decay switched on at a resume: the average starts here
-                self.ema = GeneratorEMA(self.gen, self.ema.decay, self.ema.calibration_z, self.ema.batch_size)
 
     def state(self) -> dict:
         return {"step": self.step, "config": self.cfg.to_dict(), "model_args": self.args,

@@ -40,9 +40,9 @@ def generate(run_dir: str | Path, which: str, n_maps: int, out_dir: str | Path, 
     cfg = with_overrides(config_from_dict(state["config"]), overrides)
     gen_cfg = cfg.generate
     gen, _ = build_models(state["model_args"])
-    # the moving average of the weights when the run kept one (train.ema_decay)
-    weights = "generator_ema" if "generator_ema" in state else "generator"
-    gen.load_state_dict(state["generator_ema"]["weights"] if weights == "generator_ema" else state["generator"])
+    average = state.get("generator_ema")  # the moving average of the weights, if the run kept one
+    weights = "generator_ema" if average else "generator"
+    gen.load_state_dict(average["weights"] if average else state["generator"])
     gen.eval()
     transform = PixelTransform.from_state_dict(state["transform"])
     size = state["model_args"]["image_size"]

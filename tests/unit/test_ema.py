@@ -111,3 +111,18 @@ def test_training_saves_the_average_and_generate_uses_it(tiny_data, tmp_path):
     written = MapDataset(out)
     np.testing.assert_array_equal(written.read(np.arange(4))[0], expected)
     assert written.manifest.provenance["weights"] == "generator_ema"
+
+
+def test_switched_on_at_a_resume_the_average_starts_from_the_restored_weights(tiny_data, tmp_path):
+    run = tmp_path / "run"
+    common = ("train", "--config", CONFIGS / "tiny.yaml", "--data", tiny_data, "--run", run, "--quiet")
+    run_main(*common, "--set", "train.steps=8", "--set", "train.ema_decay=0", check=True)
+    assert "generator_ema" not in load_checkpoint(step_checkpoints(run)[-1])
+    run_main(*common, "--set", "train.steps=9", "--set", "train.ema_decay=0.9", check=True)
+    state = load_checkpoint(step_checkpoints(run)[-1])
+    assert state["step"] == 9 and state["generator_ema"]["updates"] == 1
+    # one update with the ramped decay 2/11 from the step-8 weights towards the step-9 weights
+    before = load_checkpoint(run / "checkpoints" / "step-00000008.pt")["generator"]["main.fc.weight"]
+    after = state["generator"]["main.fc.weight"]
+    torch.testing.assert_close(state["generator_ema"]["weights"]["main.fc.weight"],
+                               before * 2 / 11 + after * 9 / 11, rtol=1e-5, atol=1e-7)
