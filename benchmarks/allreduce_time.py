@@ -15,8 +15,8 @@ import time
 import torch
 
 from pipeline.config import ModelConfig
-from pipeline.dist.backend import make_backend
-from pipeline.models import build_models, model_args
+from pipeline.parallel.backend import make_backend
+from pipeline.models import ModelArgs, build_models
 
 
 def main():
@@ -27,7 +27,7 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(1)
     backend = make_backend(args.backend, "cpu")
-    gen, disc = build_models(model_args(ModelConfig(), args.size))
+    gen, disc = build_models(ModelArgs.from_config(ModelConfig(), args.size))
     buffers = [torch.zeros(sum(p.numel() for p in m.parameters())) for m in (gen, disc)]
     if args.backend == "ddp":
         import torch.distributed as dist

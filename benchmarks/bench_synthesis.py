@@ -16,7 +16,7 @@ import statistics
 import time
 
 from pipeline.config import CosmologyConfig, PhysicsConfig
-from pipeline.dist.comm import world  # mpi4py only when launched under MPI
+from pipeline.parallel.comm import world  # mpi4py only when launched under MPI
 from pipeline.physics import MapModel
 
 POINT = (0.3, 0.8)

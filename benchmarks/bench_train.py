@@ -21,9 +21,9 @@ import time
 import torch
 
 from pipeline.config import load_config
-from pipeline.models import build_models, model_args
+from pipeline.models import ModelArgs, build_models
 from pipeline.models.flops import count_flops
-from pipeline.train.step import StepNoise, gan_step
+from pipeline.train.step import Batch, GANParts, StepNoise, gan_step
 
 
 def main():
@@ -46,7 +46,7 @@ def main():
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
-    margs = model_args(load_config(None, args.set).model, args.size)
+    margs = ModelArgs.from_config(load_config(None, args.set).model, args.size)
     gen, disc = (m.to(device) for m in build_models(margs))
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
     gen.to(memory_format=fmt)
@@ -58,11 +58,13 @@ def main():
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if args.precision == "bf16"
                 else contextlib.nullcontext())
     real = (torch.rand(args.batch, 1, args.size, args.size, device=device) * 2 - 1).contiguous(memory_format=fmt)
-    noise = StepNoise.draw(0, args.batch, margs["z_dim"], 0.01)
+    noise = StepNoise.draw(0, args.batch, margs.z_dim, 0.01)
+    parts = GANParts(train_gen, train_disc, opt_g, opt_d, scaler, autocast, fmt, frozen_disc=disc)
+    batch = Batch(real, torch.zeros(args.batch, 0, device=device))
 
     def run(n):
         for _ in range(n):
-            gan_step(train_gen, train_disc, opt_g, opt_d, scaler, real, noise, autocast, fmt)
+            gan_step(parts, batch, noise)
         if device.type == "cuda":
             torch.cuda.synchronize()
 

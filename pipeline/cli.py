@@ -18,7 +18,7 @@ from pipeline.errors import PipelineError
 def _make_data(args) -> None:
     from pipeline.config import load_config
     from pipeline.data.make_data import make_all_splits
-    from pipeline.dist.comm import world
+    from pipeline.parallel.comm import world
 
     cfg = load_config(args.config, args.set)
     manifests = make_all_splits(cfg, args.out, progress=not args.quiet)
@@ -67,7 +67,7 @@ def _verify_data(args) -> None:
 
 def _stats(args) -> None:
     from pipeline.config import load_config
-    from pipeline.dist.comm import world
+    from pipeline.parallel.comm import world
     from pipeline.stats.fanout import compute_stats
 
     cfg = load_config(args.config, args.set)
@@ -81,10 +81,10 @@ def _compare(args) -> None:
 
     summary = compare_tables(args.reference, args.candidate)
     write_summary(summary, args.out)
-    for name, r in summary["statistics"].items():
-        worst = "n/a" if r["worst_rel_diff"] is None else f"{r['worst_rel_diff']:+.2%}"
-        print(f"{name:>15}: worst rel diff {worst}, min KS p {r['ks_min_pvalue']:.3g}, "
-              f"KS p > {summary['ks_alpha']} in {r['ks_frac_above_alpha']:.0%} of bins")
+    for name, r in summary.statistics.items():
+        worst = "n/a" if r.worst_rel_diff is None else f"{r.worst_rel_diff:+.2%}"
+        print(f"{name:>15}: worst rel diff {worst}, min KS p {r.ks_min_pvalue:.3g}, "
+              f"KS p > {summary.ks_alpha} in {r.ks_frac_above_alpha:.0%} of bins")
     print(f"{args.out}/summary.md")
 
 
@@ -103,26 +103,30 @@ def _train(args) -> int:
 
 
 def _generate(args) -> None:
-    from pipeline.dist.comm import world
+    from pipeline.emulator import Emulator
+    from pipeline.parallel.comm import world
     from pipeline.validate.generate import generate
+    from pipeline.validate.validate import stage_config
 
-    m = generate(args.run, args.checkpoint, args.n, args.out, args.set, progress=not args.quiet)
+    emulator = Emulator.load(args.run, args.checkpoint)
+    cfg = stage_config(emulator.config, args.config, args.set, stage="generate")
+    m = generate(emulator, cfg, args.n, args.out, args.run, progress=not args.quiet)
     if world().rank == 0:
         print(f"{args.out}: {m.n_maps} generated maps {m.map_shape[0]}x{m.map_shape[1]}, {len(m.shards)} shards")
 
 
 def _validate(args) -> int:
-    from pipeline.dist.comm import world
+    from pipeline.parallel.comm import world
     from pipeline.validate.validate import validate
 
-    summary = validate(args.run, args.reference, args.n, args.out, args.checkpoint, args.set,
+    summary = validate(args.run, args.reference, args.n, args.out, args.checkpoint, args.config, args.set,
                        args.stats_cache, progress=not args.quiet)
     if world().rank == 0:
-        v = summary["verdicts"]
-        for name, r in v["statistics"].items():
-            print(f"{name:>15}: {r['metric']} {r['value']:.3%} (threshold {r['threshold']:.0%}) "
-                  f"{'pass' if r['pass'] else 'FAIL'}; KS p > 0.05 in {r['ks_frac_above']:.0%} of bins")
-        print(f"validate: {'PASS' if v['pass'] else 'FAIL'}; report: {Path(args.out) / 'index.html'}")
+        v = summary.verdicts
+        for name, r in v.statistics.items():
+            print(f"{name:>15}: {r.metric} {r.value:.3%} (threshold {r.threshold:.0%}) "
+                  f"{'pass' if r.passed else 'FAIL'}; KS p > 0.05 in {r.ks_frac_above:.0%} of bins")
+        print(f"validate: {'PASS' if v.passed else 'FAIL'}; report: {Path(args.out) / 'index.html'}")
     return 0
 
 
@@ -169,7 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint", default="last", help="last (default), best, or a checkpoint path")
     s.add_argument("--n", type=int, required=True, help="number of maps")
     s.add_argument("--out", required=True, help="new dataset directory")
-    _overrides_and_quiet(s, "override a value of the run's config, e.g. generate.seed=1")
+    s.add_argument("--config", help="YAML whose generate section overrides the run's (other sections ignored)")
+    _overrides_and_quiet(s, "override a generate/stats/validation value, e.g. generate.seed=1")
     s.set_defaults(func=_generate)
 
     s = sub.add_parser("validate", help="generate N maps, compute and compare their statistics, write the report")
@@ -179,7 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="report directory")
     s.add_argument("--checkpoint", help="best (default when the run kept one), last, or a path")
     s.add_argument("--stats-cache", help="where reference statistics are kept and reused (default OUT/stats)")
-    _overrides_and_quiet(s, "override a value of the run's config (e.g. validation.ps_max_rel_err=0.05)")
+    s.add_argument("--config", help="YAML whose stats, validation and generate sections override the run's "
+                                    "(other sections ignored)")
+    _overrides_and_quiet(s, "override a stats/validation/generate value (e.g. validation.ps_max_rel_err=0.05)")
     s.set_defaults(func=_validate)
 
     s = sub.add_parser("stats", help="compute every statistic of every map of a dataset (MPI fan-out)")
@@ -208,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         status = args.func(args)
     except PipelineError as e:
-        from pipeline.dist.comm import world
+        from pipeline.parallel.comm import world
 
         if world().rank == 0:
             sys.stderr.write(f"cosmogan: error: {e}\n")

@@ -15,7 +15,7 @@ import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 import yaml
 
@@ -32,7 +32,7 @@ class SourceConfig:
     (n(z) ~ z^alpha exp(-(z/z0)^beta), truncated at ``z_max``).
     """
 
-    kind: str = "plane"
+    kind: Literal["plane", "smail"] = "plane"
     z: float = 1.0
     z0: float = 0.64
     alpha: float = 2.0
@@ -40,58 +40,120 @@ class SourceConfig:
     z_max: float = 4.0
 
     def validate(self, where: str) -> None:
-        _choice(self.kind, ("plane", "smail"), f"{where}.kind")
         for name in ("z", "z0", "alpha", "beta", "z_max"):
             _positive(getattr(self, name), f"{where}.{name}")
 
 
-@dataclass
-class CosmologyConfig:
-    """LambdaCDM parameters held fixed, and the grid of varied ones.
+def _check_point(point, key: str) -> tuple[float, ...]:
+    """A cosmology {Omega_m: x, sigma_8: y} as a tuple in PARAM_NAMES order."""
+    if not isinstance(point, dict) or set(point) != set(PARAM_NAMES):
+        raise ConfigError(f"{key}: expected a mapping of exactly {list(PARAM_NAMES)}, got {point!r}")
+    out = []
+    for name in PARAM_NAMES:
+        v = point[name]
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ConfigError(f"{key}.{name}: expected a number, got {v!r}")
+        _positive(v, f"{key}.{name}")
+        out.append(float(v))
+    return tuple(out)
 
-    ``grid`` maps each varied parameter (Omega_m, sigma_8) to its list of
-    values; the dataset covers their Cartesian product. Omega_m is the total
-    matter density (CDM + baryons); Omega_b, h, n_s are fixed for all maps.
+
+@dataclass
+class DesignConfig:
+    """Which cosmologies (Omega_m, sigma_8) a dataset covers (docs/data-format.md).
+
+    kind "grid": the Cartesian product of ``grid`` (each varied parameter's list of
+    values), Omega_m slowest. kind "latin_hypercube": ``n_points`` points over ``ranges``
+    (each parameter's [low, high]), one per row and column of an n x n stratification
+    (scipy.stats.qmc.LatinHypercube, seeded by ``seed``), so every parameter's range is
+    covered evenly with few points. kind "points": the explicit list ``points`` of
+    {Omega_m: ..., sigma_8: ...}. Map i of a split has cosmology i % n_points.
     """
 
+    kind: Literal["grid", "latin_hypercube", "points"] = "grid"
     grid: dict = dataclasses.field(default_factory=lambda: {"Omega_m": [0.3], "sigma_8": [0.8]})
+    n_points: int = 0
+    ranges: dict = dataclasses.field(default_factory=dict)
+    seed: int = 0
+    points: list = dataclasses.field(default_factory=list)
+
+    def validate(self, where: str) -> None:
+        if self.kind == "grid":
+            self._validate_grid(f"{where}.grid")
+        elif self.kind == "latin_hypercube":
+            _positive(self.n_points, f"{where}.n_points")
+            _non_negative(self.seed, f"{where}.seed")
+            if set(self.ranges) != set(PARAM_NAMES):
+                raise ConfigError(f"{where}.ranges: must give [low, high] for exactly {list(PARAM_NAMES)}, "
+                                  f"got {sorted(self.ranges)}")
+            for name, r in self.ranges.items():
+                key = f"{where}.ranges.{name}"
+                if (not isinstance(r, list) or len(r) != 2
+                        or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in r)):
+                    raise ConfigError(f"{key}: expected [low, high], got {r!r}")
+                _positive(r[0], key)
+                if not r[1] > r[0]:
+                    raise ConfigError(f"{key}: high must exceed low, got {r}")
+                self.ranges[name] = [float(r[0]), float(r[1])]
+        else:
+            if not isinstance(self.points, list) or not self.points:
+                raise ConfigError(f"{where}.points: expected a non-empty list of cosmologies")
+            for i, p in enumerate(self.points):
+                _check_point(p, f"{where}.points[{i}]")
+
+    def _validate_grid(self, key: str) -> None:
+        if set(self.grid) != set(PARAM_NAMES):
+            raise ConfigError(f"{key}: must list exactly {list(PARAM_NAMES)}, got {sorted(self.grid)}")
+        for name, values in self.grid.items():
+            k = f"{key}.{name}"
+            if isinstance(values, (int, float)) and not isinstance(values, bool):
+                values = [values]
+            if not isinstance(values, list) or not values:
+                raise ConfigError(f"{k}: expected a non-empty list of numbers")
+            for v in values:
+                if isinstance(v, bool) or not isinstance(v, (int, float)):
+                    raise ConfigError(f"{k}: expected numbers, got {v!r}")
+                _positive(v, k)
+            self.grid[name] = [float(v) for v in values]
+
+    def points_list(self) -> list[tuple[float, ...]]:
+        """The design's cosmologies, as tuples in PARAM_NAMES order."""
+        if self.kind == "grid":
+            out = [()]
+            for name in PARAM_NAMES:
+                out = [p + (v,) for p in out for v in self.grid[name]]
+            return out
+        if self.kind == "latin_hypercube":
+            import numpy as np
+            from scipy.stats import qmc
+
+            unit = qmc.LatinHypercube(len(PARAM_NAMES), seed=np.random.default_rng(self.seed)).random(self.n_points)
+            lows = [self.ranges[n][0] for n in PARAM_NAMES]
+            highs = [self.ranges[n][1] for n in PARAM_NAMES]
+            return [tuple(float(v) for v in row) for row in qmc.scale(unit, lows, highs)]
+        return [_check_point(p, "points") for p in self.points]
+
+
+@dataclass
+class CosmologyConfig:
+    """LambdaCDM parameters held fixed, and the design of the varied ones (Omega_m, sigma_8).
+
+    ``design`` is the cosmologies every split covers unless ``data.splits.<split>`` gives
+    its own. Omega_m is the total matter density (CDM + baryons); Omega_b, h, n_s are
+    fixed for all maps.
+    """
+
+    design: DesignConfig = dataclasses.field(default_factory=DesignConfig)
     Omega_b: float = 0.045
     h: float = 0.7
     n_s: float = 0.96
-    transfer_function: str = "eisenstein_hu"
-    matter_power_spectrum: str = "halofit"
+    transfer_function: Literal["eisenstein_hu", "bbks", "boltzmann_camb"] = "eisenstein_hu"
+    matter_power_spectrum: Literal["halofit", "linear"] = "halofit"
 
     def validate(self, where: str) -> None:
-        if set(self.grid) != set(PARAM_NAMES):
-            raise ConfigError(
-                f"{where}.grid: must list exactly {list(PARAM_NAMES)}, got {sorted(self.grid)}"
-            )
-        for name, values in self.grid.items():
-            key = f"{where}.grid.{name}"
-            if isinstance(values, (int, float)) and not isinstance(values, bool):
-                values = [values]
-                self.grid[name] = values
-            if not isinstance(values, list) or not values:
-                raise ConfigError(f"{key}: expected a non-empty list of numbers")
-            for v in values:
-                if isinstance(v, bool) or not isinstance(v, (int, float)):
-                    raise ConfigError(f"{key}: expected numbers, got {v!r}")
-                _positive(v, key)
-            self.grid[name] = [float(v) for v in values]
+        self.design.validate(f"{where}.design")
         for name in ("Omega_b", "h", "n_s"):
             _positive(getattr(self, name), f"{where}.{name}")
-        if self.Omega_b >= min(self.grid["Omega_m"]):
-            raise ConfigError(f"{where}.Omega_b: must be below every Omega_m in the grid")
-        _choice(self.transfer_function, ("eisenstein_hu", "bbks", "boltzmann_camb"),
-                f"{where}.transfer_function")
-        _choice(self.matter_power_spectrum, ("halofit", "linear"), f"{where}.matter_power_spectrum")
-
-    def points(self) -> list[tuple[float, ...]]:
-        """The grid's parameter points, in PARAM_NAMES order, Omega_m slowest."""
-        out = [()]
-        for name in PARAM_NAMES:
-            out = [p + (v,) for p in out for v in self.grid[name]]
-        return out
 
 
 @dataclass
@@ -108,8 +170,8 @@ class PhysicsConfig:
 
     map_size: int = 64
     side_angle_deg: float = 3.5
-    field: str = "lognormal"
-    lognormal_shift: Union[str, float] = "auto"
+    field: Literal["gaussian", "lognormal"] = "lognormal"
+    lognormal_shift: Union[Literal["auto"], float] = "auto"
     smoothing_arcmin: float = 0.0
     shape_noise_sigma_e: float = 0.0
     n_gal_arcmin2: float = 30.0
@@ -120,10 +182,7 @@ class PhysicsConfig:
         if self.map_size % 2:
             raise ConfigError(f"{where}.map_size: must be even, got {self.map_size}")
         _positive(self.side_angle_deg, f"{where}.side_angle_deg")
-        _choice(self.field, ("gaussian", "lognormal"), f"{where}.field")
-        if isinstance(self.lognormal_shift, str):
-            _choice(self.lognormal_shift, ("auto",), f"{where}.lognormal_shift")
-        else:
+        if not isinstance(self.lognormal_shift, str):
             _positive(self.lognormal_shift, f"{where}.lognormal_shift")
         _non_negative(self.smoothing_arcmin, f"{where}.smoothing_arcmin")
         _non_negative(self.shape_noise_sigma_e, f"{where}.shape_noise_sigma_e")
@@ -132,11 +191,40 @@ class PhysicsConfig:
 
 
 @dataclass
+class SplitConfig:
+    """One split's cosmologies: ``design`` (None: cosmology.design) plus ``extra_points``
+    ({Omega_m: ..., sigma_8: ...} each), e.g. held-out cosmologies for the test split."""
+
+    design: Optional[DesignConfig] = None
+    extra_points: list = dataclasses.field(default_factory=list)
+
+    def validate(self, where: str) -> None:
+        if self.design is not None:
+            self.design.validate(f"{where}.design")
+        if not isinstance(self.extra_points, list):
+            raise ConfigError(f"{where}.extra_points: expected a list of cosmologies")
+        for i, p in enumerate(self.extra_points):
+            _check_point(p, f"{where}.extra_points[{i}]")
+
+
+@dataclass
+class SplitsConfig:
+    train: SplitConfig = dataclasses.field(default_factory=SplitConfig)
+    validation: SplitConfig = dataclasses.field(default_factory=SplitConfig)
+    test: SplitConfig = dataclasses.field(default_factory=SplitConfig)
+
+    def validate(self, where: str) -> None:
+        for f in dataclasses.fields(self):
+            getattr(self, f.name).validate(f"{where}.{f.name}")
+
+
+@dataclass
 class DataConfig:
     """The dataset that make-data writes: one per split, disjoint seeds.
 
     n_train / n_validation / n_test: maps per split; shard_size: maps per
-    HDF5 shard file (fixed, so the files do not depend on the rank count).
+    HDF5 shard file (fixed, so the files do not depend on the rank count);
+    splits: each split's cosmologies when they differ from cosmology.design.
     """
 
     seed: int = 1234
@@ -144,11 +232,13 @@ class DataConfig:
     n_validation: int = 100
     n_test: int = 100
     shard_size: int = 256
+    splits: SplitsConfig = dataclasses.field(default_factory=SplitsConfig)
 
     def validate(self, where: str) -> None:
         _non_negative(self.seed, f"{where}.seed")
         for name in ("n_train", "n_validation", "n_test", "shard_size"):
             _positive(getattr(self, name), f"{where}.{name}")
+        self.splits.validate(f"{where}.splits")
 
     def split_sizes(self) -> dict[str, int]:
         return {"train": self.n_train, "validation": self.n_validation, "test": self.n_test}
@@ -186,11 +276,11 @@ class StatsConfig:
     n_ell: int = 20
     ell_min: float = 0.0
     ell_max: float = 0.0
-    ell_spacing: str = "linear"
+    ell_spacing: Literal["linear", "log"] = "linear"
     n_thresholds: int = 34
     threshold_min: float = -2.0
     threshold_max: float = 3.0
-    threshold_units: str = "sigma"
+    threshold_units: Literal["sigma", "kappa"] = "sigma"
     chunk_size: int = 256
 
     def validate(self, where: str) -> None:
@@ -200,11 +290,9 @@ class StatsConfig:
         _non_negative(self.ell_max, f"{where}.ell_max")
         if self.ell_max and self.ell_max <= self.ell_min:
             raise ConfigError(f"{where}.ell_max: must exceed ell_min ({self.ell_min}), got {self.ell_max}")
-        _choice(self.ell_spacing, ("linear", "log"), f"{where}.ell_spacing")
         if self.threshold_max <= self.threshold_min:
             raise ConfigError(f"{where}.threshold_max: must exceed threshold_min "
                               f"({self.threshold_min}), got {self.threshold_max}")
-        _choice(self.threshold_units, ("sigma", "kappa"), f"{where}.threshold_units")
 
 
 @dataclass
@@ -226,21 +314,16 @@ class ModelConfig:
     g_channels: int = 64
     d_channels: int = 64
     kernel_size: int = 5
-    upsample: str = "transposed"
-    padding: str = "zeros"
+    upsample: Literal["transposed", "resize_conv"] = "transposed"
+    padding: Literal["zeros", "circular"] = "zeros"
 
     def validate(self, where: str) -> None:
         _non_negative(self.image_size, f"{where}.image_size")
         if self.image_size % 16:
             raise ConfigError(f"{where}.image_size: must be a multiple of 16, got {self.image_size}")
-        for name in ("z_dim", "g_channels", "d_channels", "kernel_size"):
-            _positive(getattr(self, name), f"{where}.{name}")
-        if self.kernel_size < 2:
-            raise ConfigError(f"{where}.kernel_size: must be at least 2, got {self.kernel_size}")
-        if self.kernel_size % 2 == 0 and self.upsample == "resize_conv":
-            raise ConfigError(f"{where}.kernel_size: resize_conv needs an odd kernel, got {self.kernel_size}")
-        _choice(self.upsample, ("transposed", "resize_conv"), f"{where}.upsample")
-        _choice(self.padding, ("zeros", "circular"), f"{where}.padding")
+        from pipeline.models.args import ModelArgs
+
+        ModelArgs.from_config(self, self.image_size or 16)  # the models' own checks, once
 
 
 @dataclass
@@ -251,18 +334,16 @@ class TransformConfig:
     which keeps the heavy positive tail resolved. shift: "auto" (the training
     sample's most negative kappa, times 1 + margin) or a number > -min(kappa);
     scale: "auto" (the median of x over the training sample) or a positive number.
+    fit_maps: the size of that sample, drawn at random (seeded by train.seed) from the
+    whole training split.
     """
 
-    shift: Union[str, float] = "auto"
-    scale: Union[str, float] = "auto"
+    shift: Union[Literal["auto"], float] = "auto"
+    scale: Union[Literal["auto"], float] = "auto"
     margin: float = 0.05
     fit_maps: int = 256
 
     def validate(self, where: str) -> None:
-        for name in ("shift", "scale"):
-            value = getattr(self, name)
-            if isinstance(value, str):
-                _choice(value, ("auto",), f"{where}.{name}")
         for name in ("shift", "scale"):
             if not isinstance(getattr(self, name), str):
                 _positive(getattr(self, name), f"{where}.{name}")
@@ -300,16 +381,16 @@ class TrainConfig:
     beta2: float = 0.999
     label_flip: float = 0.01
     seed: int = 0
-    precision: str = "fp32"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     channels_last: bool = False
     compile: bool = False
-    device: str = "auto"
-    backend: str = "auto"
-    lr_scaling: str = "none"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    backend: Literal["auto", "single", "ddp", "horovod"] = "auto"
+    lr_scaling: Literal["none", "linear", "sqrt"] = "none"
     lr_reference_batch: int = 64
     collective_timeout_s: float = 300.0
     spectral_weight: float = 0.0
-    lr_decay: str = "none"
+    lr_decay: Literal["none", "cosine"] = "none"
     lr_final_fraction: float = 0.1
     ema_decay: float = 0.0
     checkpoint_every: int = 200
@@ -328,11 +409,6 @@ class TrainConfig:
             if not 0 <= value < 1:
                 raise ConfigError(f"{where}.{name}: must be in [0, 1), got {value}")
         _non_negative(self.seed, f"{where}.seed")
-        _choice(self.precision, ("fp32", "bf16", "fp16"), f"{where}.precision")
-        _choice(self.device, ("auto", "cpu", "cuda"), f"{where}.device")
-        _choice(self.backend, ("auto", "single", "ddp", "horovod"), f"{where}.backend")
-        _choice(self.lr_scaling, ("none", "linear", "sqrt"), f"{where}.lr_scaling")
-        _choice(self.lr_decay, ("none", "cosine"), f"{where}.lr_decay")
         if not 0 <= self.lr_final_fraction <= 1:
             raise ConfigError(f"{where}.lr_final_fraction: must be in [0, 1], got {self.lr_final_fraction}")
         _positive(self.lr_reference_batch, f"{where}.lr_reference_batch")
@@ -397,7 +473,21 @@ class Config:
     def validate(self) -> "Config":
         for f in dataclasses.fields(self):
             getattr(self, f.name).validate(f.name)
+        for split in ("train", "validation", "test"):
+            if self.cosmology.Omega_b >= min(p[0] for p in self.split_points(split)):
+                raise ConfigError(f"cosmology.Omega_b: must be below every Omega_m of the {split} split's "
+                                  "cosmologies")
         return self
+
+    def split_design(self, split: str) -> DesignConfig:
+        """The design a split draws from: its own (data.splits.<split>.design) or cosmology.design."""
+        return getattr(self.data.splits, split).design or self.cosmology.design
+
+    def split_points(self, split: str) -> list[tuple[float, ...]]:
+        """A split's cosmologies in PARAM_NAMES order: its design's points, then its extra_points."""
+        extra = [_check_point(p, f"data.splits.{split}.extra_points")
+                 for p in getattr(self.data.splits, split).extra_points]
+        return self.split_design(split).points_list() + extra
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -420,18 +510,7 @@ def load_config(path: Optional[str | Path] = None, overrides: tuple[str, ...] | 
     source = "<defaults>"
     if path is not None:
         source = str(path)
-        try:
-            text = Path(path).read_text()
-        except OSError as e:
-            raise ConfigError(f"{path}: cannot read config ({e.strerror})") from None
-        try:
-            raw = yaml.safe_load(text) or {}
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            at = f" at line {mark.line + 1}" if mark else ""
-            raise ConfigError(f"{path}: not valid YAML{at}") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: top level must be a mapping of sections")
+        raw = _read_yaml(path)
     for item in overrides:
         _apply_override(raw, item)
     try:
@@ -441,20 +520,62 @@ def load_config(path: Optional[str | Path] = None, overrides: tuple[str, ...] | 
         raise ConfigError(f"{source}: {e}") from None
 
 
-def with_overrides(cfg: Config, overrides) -> Config:
-    """A copy of ``cfg`` with ``--set`` overrides applied and validated."""
+def _read_yaml(path: str | Path) -> dict:
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config ({e.strerror})") from None
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{at}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections")
+    return raw
+
+
+def with_sections(cfg: Config, sections: tuple[str, ...], path: Optional[str | Path] = None,
+                  overrides=(), what: str = "this stage") -> Config:
+    """``cfg`` with the named sections updated key by key: first from the YAML file ``path``
+    (checked as a whole config; its other sections are ignored), then from ``--set``
+    overrides, which may name only those sections. So the precedence, lowest first, is:
+    built-in defaults, ``cfg`` (e.g. a run's saved config), the file, the overrides."""
     raw = cfg.to_dict()
+    if path is not None:
+        load_config(path)  # unknown keys and bad values are refused as for any config
+        for section, values in (_read_yaml(path) or {}).items():
+            if section in sections:
+                raw[section].update(values or {})
     for item in overrides:
+        section = item.partition("=")[0].strip().split(".")[0]
+        if section not in sections:
+            raise ConfigError(f"--set {item!r}: {what} reads only the {', '.join(sections)} sections; "
+                              f"{section} is fixed by the run")
         _apply_override(raw, item)
     try:
         return _build(Config, raw, "").validate()
     except ConfigError as e:
-        raise ConfigError(f"--set: {e}") from None
+        raise ConfigError(f"{path or '--set'}: {e}") from None
 
 
 def config_from_dict(d: dict) -> Config:
     """Rebuild a Config saved with ``Config.to_dict`` (e.g. from a manifest)."""
     return _build(Config, d, "").validate()
+
+
+def build_typed(cls, raw: Any, where: str):
+    """A dataclass ``cls`` from a mapping, with the config's coercion: unknown keys, wrong
+    types and values outside a ``Literal`` raise ConfigError naming ``where.key``."""
+    return _build(cls, raw, where)
+
+
+def check_field_types(obj, where: str) -> None:
+    """Check every field of a dataclass instance against its annotation (as loading does)."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        _coerce(hints[f.name], getattr(obj, f.name), f"{where}.{f.name}")
 
 
 def _apply_override(raw: dict, item: str) -> None:
@@ -493,6 +614,14 @@ def _coerce(tp, value, key):
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, key)
     origin = typing.get_origin(tp)
+    if origin is Literal:
+        options = typing.get_args(tp)
+        if value not in options or isinstance(value, bool):
+            raise ConfigError(f"{key}: must be one of {', '.join(map(str, options))}; got {value!r}")
+        return value
+    args = typing.get_args(tp)
+    if origin in (Union, types.UnionType) and len(args) == 2 and type(None) in args:  # Optional[X]
+        return None if value is None else _coerce(next(a for a in args if a is not type(None)), value, key)
     if origin in (Union, types.UnionType):
         for option in typing.get_args(tp):
             if option is type(None) and value is None:
@@ -527,6 +656,10 @@ def _coerce(tp, value, key):
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
         return value
+    if tp is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return value
     if origin is list:
         if not isinstance(value, list):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
@@ -536,7 +669,11 @@ def _coerce(tp, value, key):
 
 
 def _type_name(tp) -> str:
-    return " or ".join(getattr(a, "__name__", str(a)) for a in typing.get_args(tp))
+    def name(a):
+        if typing.get_origin(a) is Literal:
+            return " or ".join(repr(v) for v in typing.get_args(a))
+        return {float: "a number", int: "an integer", str: "a string"}.get(a, getattr(a, "__name__", str(a)))
+    return " or ".join(name(a) for a in typing.get_args(tp))
 
 
 def _positive(value, key):
@@ -547,8 +684,3 @@ def _positive(value, key):
 def _non_negative(value, key):
     if value < 0:
         raise ConfigError(f"{key}: must be non-negative, got {value}")
-
-
-def _choice(value, options, key):
-    if value not in options:
-        raise ConfigError(f"{key}: must be one of {', '.join(options)}; got {value!r}")

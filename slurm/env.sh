@@ -5,7 +5,7 @@
 #
 # Job-wide settings only. Each task's RANK / LOCAL_RANK / WORLD_SIZE are not set here:
 # srun gives every task SLURM_PROCID / SLURM_LOCALID / SLURM_NTASKS (and, with
-# --mpi=pmi2, PMI_RANK / PMI_SIZE), and pipeline/dist reads those.
+# --mpi=pmi2, PMI_RANK / PMI_SIZE), and pipeline/parallel reads those.
 
 # Lustre (and NFS) do not support HDF5's file locks; every stage opens shards read-only
 # or writes them atomically, so the locks protect nothing here.
@@ -23,7 +23,7 @@ fi
 # Rendezvous for DDP when the tasks are started by srun without MPI (or by torchrun): the
 # first node of the allocation, and a port that differs between jobs sharing a node
 # (29500 + job id mod 1000). Under `srun --mpi=pmi2` rank 0 picks the address and a free
-# port itself and broadcasts them over MPI (pipeline/dist/launch.py).
+# port itself and broadcasts them over MPI (pipeline/parallel/launch.py).
 if [ -n "${SLURM_JOB_NODELIST:-}" ]; then
     MASTER_ADDR="$(scontrol show hostnames "${SLURM_JOB_NODELIST}" 2>/dev/null | head -n 1)"
     export MASTER_ADDR="${MASTER_ADDR:-$(hostname)}"

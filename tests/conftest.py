@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from collection_guard import pytest_collect_file, pytest_configure, pytest_sessionfinish  # noqa: F401
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 BIN = Path(sys.executable).parent
@@ -92,3 +94,37 @@ def tiny_data(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny") / "data"
     run_cli("make-data", "--config", CONFIGS / "tiny.yaml", "--out", out, "--quiet", check=True)
     return out
+
+
+def last_checkpoint(run: Path):
+    """The run's newest step checkpoint, read (a pipeline.train.checkpoint.Checkpoint)."""
+    from pipeline.train.checkpoint import read_checkpoint, step_checkpoints
+
+    return read_checkpoint(step_checkpoints(run)[-1])
+
+
+def assert_same_state(a, b, where: str = "parts") -> None:
+    """Two (nested) states hold equal values: every tensor bit for bit, every other leaf by ==."""
+    import torch
+
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), (where, sorted(a), sorted(b) if isinstance(b, dict) else b)
+        for k in a:
+            assert_same_state(a[k], b[k], f"{where}/{k}")
+    elif isinstance(a, (list, tuple)):
+        assert type(a) is type(b) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same_state(x, y, f"{where}[{i}]")
+    elif isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
+    else:
+        assert a == b, (where, a, b)
+
+
+@pytest.fixture(scope="session")
+def trained_tiny(tiny_data, tmp_path_factory) -> Path:
+    """A run of the tiny config, 8 steps (best.pt at step 8), made once per session."""
+    run = tmp_path_factory.mktemp("trained-tiny") / "run"
+    run_cli("train", "--config", CONFIGS / "tiny.yaml", "--data", tiny_data, "--run", run, "--quiet",
+            "--set", "train.steps=8", check=True)
+    return run

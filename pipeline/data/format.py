@@ -44,8 +44,22 @@ class ShardInfo:
 
 
 @dataclass
+class DesignRecord:
+    """The cosmologies a dataset was made from. kind: "grid", "latin_hypercube", "points" (the
+    config's design kinds) or "requested" (generated maps at asked-for parameters);
+    points: the resolved cosmologies, one row per point in ``param_names`` order (map i of
+    make-data's splits has point i % len(points)); spec: the settings that produced them."""
+
+    kind: str
+    param_names: list[str]
+    points: list[list[float]]
+    spec: dict = field(default_factory=dict)
+
+
+@dataclass
 class Manifest:
-    """What a dataset holds. side_angle_deg: field side in degrees; map_shape: (H, W) pixels."""
+    """What a dataset holds. side_angle_deg: field side in degrees; map_shape: (H, W) pixels;
+    design: the cosmologies it was made from (None for imported maps)."""
 
     n_maps: int
     map_shape: tuple[int, int]
@@ -53,6 +67,7 @@ class Manifest:
     param_names: list[str]
     provenance: dict
     shards: list[ShardInfo] = field(default_factory=list)
+    design: DesignRecord | None = None
     format: str = FORMAT_NAME
     format_version: int = FORMAT_VERSION
 
@@ -76,10 +91,15 @@ class Manifest:
                                 n_maps=_int(s["n_maps"]), sha256=str(s["sha256"]))
                       for s in d["shards"]]
             shape = tuple(_int(x) for x in d["map_shape"])
+            design = d.get("design")
+            if design is not None:
+                design = DesignRecord(kind=str(design["kind"]), param_names=[str(p) for p in design["param_names"]],
+                                      points=[[float(v) for v in row] for row in design["points"]],
+                                      spec=dict(design.get("spec", {})))
             m = cls(n_maps=_int(d["n_maps"]), map_shape=shape,
                     side_angle_deg=float(d["side_angle_deg"]),
                     param_names=[str(p) for p in d["param_names"]],
-                    provenance=dict(d.get("provenance", {})), shards=shards)
+                    provenance=dict(d.get("provenance", {})), shards=shards, design=design)
         except KeyError as e:
             raise DataError(f"{where}: missing key {e.args[0]!r}") from None
         except (TypeError, ValueError) as e:

@@ -219,8 +219,11 @@ class ShardedLoader:
         order, ops = epoch_plan(len(self.data), self.seed, self.epoch, self.shuffle, self.augment)
         batches = _RankBatches(self.data, order, ops, self.rank, self.world_size, self.batch_size)
         remaining = torch.utils.data.Subset(batches, range(self.step, self.steps_per_epoch))
+        # its own generator: a DataLoader iterator otherwise draws its workers' base seed from
+        # torch's global RNG, once per epoch started, so a mid-epoch resume (one iterator more)
+        # would leave the global RNG elsewhere than the uninterrupted run's
         loader = DataLoader(remaining, batch_size=None, shuffle=False, num_workers=self.num_workers,
-                            persistent_workers=False)
+                            persistent_workers=False, generator=torch.Generator().manual_seed(self.epoch))
         for batch in loader:
             self.step += 1  # counted when handed out, so a checkpoint taken now resumes after it
             yield batch

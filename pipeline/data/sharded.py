@@ -21,16 +21,17 @@ from typing import Callable
 import h5py
 
 from pipeline import __version__
-from pipeline.data.format import (MANIFEST_NAME, Manifest, ShardInfo, ShardWriter, file_sha256, read_manifest,
+from pipeline.data.format import (MANIFEST_NAME, DesignRecord, Manifest, ShardInfo, ShardWriter, file_sha256, read_manifest,
                                   shard_name, write_manifest)
-from pipeline.dist.comm import progress_bar, rank_local_work, world
+from pipeline.parallel.comm import progress_bar, rank_local_work, world
 from pipeline.errors import DataError
 
 
 @dataclass
 class DatasetPlan:
     """A dataset to write. recipe: everything that determines the maps (its sha256 tags every
-    shard and the manifest); provenance: more for the manifest; side_angle_deg in degrees."""
+    shard and the manifest); provenance: more for the manifest; side_angle_deg in degrees;
+    design: the cosmologies the maps were made at, for the manifest."""
 
     out: Path
     n_maps: int
@@ -40,6 +41,7 @@ class DatasetPlan:
     param_names: list
     recipe: dict
     provenance: dict = field(default_factory=dict)
+    design: DesignRecord | None = None
 
     @property
     def digest(self) -> str:
@@ -96,7 +98,8 @@ def write_sharded(plan: DatasetPlan, produce: Callable, block: int, desc: str, p
             param_names=list(plan.param_names),
             provenance={**plan.provenance, "pipeline_version": __version__, "recipe": plan.recipe,
                         "recipe_digest": plan.digest},
-            shards=sorted((i for part in gathered for i in part), key=lambda s: s.first_index))
+            shards=sorted((i for part in gathered for i in part), key=lambda s: s.first_index),
+            design=plan.design)
         write_manifest(plan.out, manifest)
     return comm.bcast(manifest, root=0)
 

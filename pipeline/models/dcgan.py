@@ -26,56 +26,11 @@ unchanged.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from pipeline.errors import ConfigError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from pipeline.config import ModelConfig
-
-UPSAMPLE_KINDS = ("transposed", "resize_conv")
-PADDINGS = ("zeros", "circular")
-ARG_KEYS = ("image_size", "z_dim", "g_channels", "d_channels", "kernel_size", "upsample", "padding")
-
-
-class ModelArgsError(ConfigError, ValueError):
-    """Bad model arguments (image size, widths, kernel, upsampling kind).
-
-    A ValueError for callers that build models directly, and a ConfigError (hence a
-    PipelineError) so the CLI reports it as one line.
-    """
-
-
-def _check_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ModelArgsError(f"model.{name}: must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def _check_image_size(image_size) -> int:
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size <= 0 \
-            or image_size % 16:
-        raise ModelArgsError(
-            f"model.image_size: must be a positive multiple of 16 (four stride-2 stages), "
-            f"got {image_size!r}")
-    return image_size
-
-
-def _check_padding(padding: str) -> None:
-    """zeros, or circular for periodic maps (the physical model's are)."""
-    if padding not in PADDINGS:
-        raise ModelArgsError(f"model.padding: must be one of {', '.join(PADDINGS)}; got {padding!r}")
-
-
-def _check_kernel(kernel_size, upsample: str = "transposed") -> int:
-    _check_int("kernel_size", kernel_size, minimum=2)
-    if kernel_size % 2 == 0 and upsample == "resize_conv":
-        raise ModelArgsError(f"model.kernel_size: resize_conv needs an odd kernel (a centred "
-                             f"same-size convolution), got {kernel_size}")
-    return kernel_size
+from pipeline.models.args import ModelArgs
 
 
 def _pad(k: int) -> int:
@@ -123,7 +78,7 @@ def _upsample(kind: str, c_in: int, c_out: int, k: int, bias: bool, padding: str
             ("conv", nn.Conv2d(c_in, c_out, k, stride=1, padding=k // 2, bias=bias,
                                padding_mode=padding)),  # (B, c_out, 2h, 2w)
         ]))
-    raise ModelArgsError(f"model.upsample: must be one of {', '.join(UPSAMPLE_KINDS)}; got {kind!r}")
+    raise ValueError(f"upsample kind {kind!r}")  # ModelArgs admits only the kinds above
 
 
 class Generator(nn.Module):
@@ -133,40 +88,31 @@ class Generator(nn.Module):
     8g -> 4g -> 2g -> g -> 1 with k x k kernels, BatchNorm + ReLU between, tanh last.
     """
 
-    def __init__(self, image_size: int, z_dim: int = 64, g_channels: int = 64,
-                 kernel_size: int = 5, upsample: str = "transposed", padding: str = "zeros"):
+    def __init__(self, args: ModelArgs):
         super().__init__()
-        H = _check_image_size(image_size)
-        _check_int("z_dim", z_dim)
-        g = _check_int("g_channels", g_channels)
-        if upsample not in UPSAMPLE_KINDS:
-            raise ModelArgsError(f"model.upsample: must be one of {', '.join(UPSAMPLE_KINDS)}; "
-                                 f"got {upsample!r}")
-        _check_padding(padding)
-        k = _check_kernel(kernel_size, upsample)
-        s = H // 16
-        self.image_size, self.z_dim, self.g_channels = H, z_dim, g
-        self.kernel_size, self.upsample = k, upsample
+        self.args = args
+        g, k, s, up, pad = args.g_channels, args.kernel_size, args.image_size // 16, args.upsample, args.padding
         self.main = nn.Sequential(OrderedDict([
-            ("fc", nn.Linear(z_dim, 8 * g * s * s)),              # (B, 8g*s*s)
+            ("fc", nn.Linear(args.z_dim, 8 * g * s * s)),          # (B, 8g*s*s)
             ("unflatten", nn.Unflatten(1, (8 * g, s, s))),         # (B, 8g, s, s)   512x16x16 @256
             ("bn0", nn.BatchNorm2d(8 * g)),
             ("relu0", nn.ReLU(inplace=True)),
-            ("up1", _upsample(upsample, 8 * g, 4 * g, k, False, padding)),  # (B, 4g, 2s, 2s) 256x32x32
+            ("up1", _upsample(up, 8 * g, 4 * g, k, False, pad)),   # (B, 4g, 2s, 2s) 256x32x32
             ("bn1", nn.BatchNorm2d(4 * g)),
             ("relu1", nn.ReLU(inplace=True)),
-            ("up2", _upsample(upsample, 4 * g, 2 * g, k, False, padding)),  # (B, 2g, 4s, 4s) 128x64x64
+            ("up2", _upsample(up, 4 * g, 2 * g, k, False, pad)),   # (B, 2g, 4s, 4s) 128x64x64
             ("bn2", nn.BatchNorm2d(2 * g)),
             ("relu2", nn.ReLU(inplace=True)),
-            ("up3", _upsample(upsample, 2 * g, g, k, False, padding)),      # (B, g, 8s, 8s)  64x128x128
+            ("up3", _upsample(up, 2 * g, g, k, False, pad)),       # (B, g, 8s, 8s)  64x128x128
             ("bn3", nn.BatchNorm2d(g)),
             ("relu3", nn.ReLU(inplace=True)),
-            ("up4", _upsample(upsample, g, 1, k, True, padding)),           # (B, 1, H, W)    1x256x256
+            ("up4", _upsample(up, g, 1, k, True, pad)),            # (B, 1, H, W)    1x256x256
             ("tanh", nn.Tanh()),                                   # values in (-1, 1)
         ]))
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        """z: (B, z_dim) -> (B, 1, H, W) in (-1, 1) (transformed pixels, not kappa)."""
+    def forward(self, z: torch.Tensor, params: torch.Tensor | None = None) -> torch.Tensor:
+        """z: (B, z_dim) -> (B, 1, H, W) in (-1, 1) (transformed pixels, not kappa).
+        params: the conditioning values (B, 0) of an unconditional model, ignored."""
         return self.main(z)
 
 
@@ -178,16 +124,11 @@ class Discriminator(nn.Module):
     use BCEWithLogits).
     """
 
-    def __init__(self, image_size: int, d_channels: int = 64, kernel_size: int = 5, padding: str = "zeros"):
+    def __init__(self, args: ModelArgs):
         super().__init__()
-        H = _check_image_size(image_size)
-        _check_padding(padding)
-        pm = padding
-        d = _check_int("d_channels", d_channels)
-        k = _check_kernel(kernel_size)
-        s = H // 16
+        self.args = args
+        d, k, s, pm = args.d_channels, args.kernel_size, args.image_size // 16, args.padding
         p = _pad(k)
-        self.image_size, self.d_channels, self.kernel_size = H, d, k
         # conv out = floor((h + 2p - k) / 2) + 1 = h / 2 for even h (odd or even k)
         self.main = nn.Sequential(OrderedDict([
             ("conv1", nn.Conv2d(1, d, k, 2, p, bias=True, padding_mode=pm)),            # (B, d, H/2, W/2)   64x128x128 @256
@@ -205,8 +146,8 @@ class Discriminator(nn.Module):
             ("fc", nn.Linear(8 * d * s * s, 1)),                       # (B, 1)
         ]))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, 1, H, W) transformed maps -> (B,) logits."""
+    def forward(self, x: torch.Tensor, params: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, 1, H, W) transformed maps -> (B,) logits. params: (B, 0), ignored."""
         return self.main(x).squeeze(1)
 
 
@@ -226,57 +167,16 @@ def weights_init(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
-def model_args(model_cfg: ModelConfig, image_size: int) -> dict:
-    """The plain, JSON-able dict a checkpoint stores to rebuild the models.
-
-    ``image_size`` is the training data's map size; ``model_cfg.image_size`` is 0
-    (take it from the data) or must equal it.
-    """
-    if model_cfg.image_size and model_cfg.image_size != image_size:
-        raise ModelArgsError(f"model.image_size: config says {model_cfg.image_size} but the "
-                             f"maps are {image_size} pixels per side")
-    args = {
-        "image_size": int(image_size),
-        "z_dim": int(model_cfg.z_dim),
-        "g_channels": int(model_cfg.g_channels),
-        "d_channels": int(model_cfg.d_channels),
-        "kernel_size": int(model_cfg.kernel_size),
-        "upsample": str(model_cfg.upsample),
-        "padding": str(model_cfg.padding),
-    }
-    _check_args(args)
-    return args
-
-
-def _check_args(args: dict) -> None:
-    if not isinstance(args, dict):
-        raise ModelArgsError(f"model args: expected a dict, got {type(args).__name__}")
-    missing = [k for k in ARG_KEYS if k not in args]
-    unknown = sorted(set(args) - set(ARG_KEYS))
-    if missing or unknown:
-        raise ModelArgsError(f"model args: missing {missing}, unknown {unknown} "
-                             f"(expected exactly {list(ARG_KEYS)})")
-    _check_image_size(args["image_size"])
-    for name in ("z_dim", "g_channels", "d_channels"):
-        _check_int(name, args[name])
-    if args["upsample"] not in UPSAMPLE_KINDS:
-        raise ModelArgsError(f"model.upsample: must be one of {', '.join(UPSAMPLE_KINDS)}; "
-                             f"got {args['upsample']!r}")
-    _check_padding(args["padding"])
-    _check_kernel(args["kernel_size"], args["upsample"])
-
-
-def build_models(args: dict) -> tuple[Generator, Discriminator]:
-    """(Generator, Discriminator) from ``model_args`` output, ``weights_init`` applied.
+def build_models(args: ModelArgs) -> tuple[Generator, Discriminator]:
+    """(Generator, Discriminator) for ``args``, ``weights_init`` applied.
 
     Built and initialised generator first, then discriminator, on the CPU in fp32;
     the caller seeds torch beforehand and moves / converts them afterwards.
     """
-    _check_args(args)
-    G = Generator(args["image_size"], z_dim=args["z_dim"], g_channels=args["g_channels"],
-                  kernel_size=args["kernel_size"], upsample=args["upsample"], padding=args["padding"])
+    if not isinstance(args, ModelArgs):
+        raise TypeError(f"build_models takes ModelArgs, got {type(args).__name__}")
+    G = Generator(args)
     G.apply(weights_init)
-    D = Discriminator(args["image_size"], d_channels=args["d_channels"],
-                      kernel_size=args["kernel_size"], padding=args["padding"])
+    D = Discriminator(args)
     D.apply(weights_init)
     return G, D

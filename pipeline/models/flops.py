@@ -10,12 +10,11 @@ C_out x k x k patch), a convolution per *output* pixel.
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from pipeline.models.dcgan import _check_args, build_models
+from pipeline.models.args import ModelArgs
+from pipeline.models.dcgan import build_models
 
 
 def _counted(fn) -> int:
@@ -24,7 +23,7 @@ def _counted(fn) -> int:
     return int(counter.get_total_flops())
 
 
-def count_flops(args: dict, batch: int = 2) -> dict:
+def count_flops(args: ModelArgs, batch: int = 2) -> dict:
     """FLOPs per map (ints) for the models ``build_models(args)`` makes, in training mode.
 
     Returns ``generator_forward``, ``discriminator_forward`` and ``train_iteration``,
@@ -38,27 +37,26 @@ def count_flops(args: dict, batch: int = 2) -> dict:
     and ``analytic_*`` forward counts (``analytic_forward_flops``) alongside. ``batch`` must be >= 2 (BatchNorm in
     training mode). Counted on the CPU (the counts do not depend on the device).
     """
-    _check_args(args)
     if batch < 2:
         raise ValueError(f"batch: must be >= 2 (BatchNorm in training mode), got {batch}")
     G, D = build_models(args)
     G.train()
     D.train()
-    H = args["image_size"]
+    H = args.image_size
     gen = torch.Generator().manual_seed(0)
-    z = torch.randn(batch, args["z_dim"], generator=gen)
+    z = torch.randn(batch, args.z_dim, generator=gen)
     real = torch.rand(batch, 1, H, H, generator=gen) * 2 - 1
 
     with torch.no_grad():
         g_fwd = _counted(lambda: G(z))
         d_fwd = _counted(lambda: D(real))
 
-    from pipeline.train.step import StepNoise, gan_step  # the real step, so the count cannot drift
+    from pipeline.train.step import Batch, GANParts, StepNoise, gan_step  # the real step: the count cannot drift
 
-    opt_g, opt_d = torch.optim.Adam(G.parameters()), torch.optim.Adam(D.parameters())
-    scaler = torch.amp.GradScaler("cpu", enabled=False)
-    noise = StepNoise(z, torch.ones(batch), torch.zeros(batch))
-    step = _counted(lambda: gan_step(G, D, opt_g, opt_d, scaler, real, noise, contextlib.nullcontext()))
+    parts = GANParts(G, D, torch.optim.Adam(G.parameters()), torch.optim.Adam(D.parameters()),
+                     torch.amp.GradScaler("cpu", enabled=False))
+    noise = StepNoise(z, torch.ones(batch), torch.zeros(batch), torch.zeros(batch, 0))
+    step = _counted(lambda: gan_step(parts, Batch(real, torch.zeros(batch, 0)), noise))
     for total in (g_fwd, d_fwd, step):
         assert total % batch == 0, (total, batch)  # every counted op is linear in the batch
     analytic = analytic_forward_flops(args)
@@ -71,18 +69,16 @@ def count_flops(args: dict, batch: int = 2) -> dict:
     }
 
 
-def _layer_macs(args: dict) -> dict:
+def _layer_macs(args: ModelArgs) -> dict:
     """Multiply-adds per map of each conv/linear layer, by layer name, forward only."""
-    _check_args(args)
-    H, z, g, d, k = (args[n] for n in ("image_size", "z_dim", "g_channels", "d_channels",
-                                       "kernel_size"))
+    H, z, g, d, k = args.image_size, args.z_dim, args.g_channels, args.d_channels, args.kernel_size
     s = H // 16
     gen = {"fc": z * 8 * g * s * s}
     chans = [8 * g, 4 * g, 2 * g, g, 1]
     for i in range(4):
         h_in = s * 2 ** i  # side of the stage's input
         # transposed: every input pixel scatters c_out*k*k; resize_conv: a conv on the 2x grid
-        pixels = h_in ** 2 if args["upsample"] == "transposed" else (2 * h_in) ** 2
+        pixels = h_in ** 2 if args.upsample == "transposed" else (2 * h_in) ** 2
         gen[f"up{i + 1}"] = chans[i] * chans[i + 1] * k * k * pixels
     dis = {}
     dchans = [1, d, 2 * d, 4 * d, 8 * d]
@@ -93,7 +89,7 @@ def _layer_macs(args: dict) -> dict:
     return {"generator": gen, "discriminator": dis}
 
 
-def analytic_forward_flops(args: dict) -> dict:
+def analytic_forward_flops(args: ModelArgs) -> dict:
     """Forward FLOPs per map from the layer shapes: 2 x sum of conv/linear multiply-adds.
 
     Returns ``generator`` and ``discriminator``, plus ``train_iteration_estimate``:

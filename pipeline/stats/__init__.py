@@ -6,8 +6,8 @@ docs/statistics.md for the exact definitions and units (kappa dimensionless,
 ell in radians^-1, map sides in degrees).
 """
 
-from ._backend import StatsInputError
-from ._core import MOMENT_NAMES
+from .inputs import StatsInputError
+from .kernels import MOMENT_NAMES
 from .combined import all_statistics
 from .minkowski import minkowski_functionals
 from .moments import moments

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from . import _driver
-from ._backend import finish
+from . import chunking
+from .inputs import finish
 
 
 def all_statistics(maps, side_angle_deg, l_edges, thresholds, norm=False, *,
@@ -26,25 +26,25 @@ def all_statistics(maps, side_angle_deg, l_edges, thresholds, norm=False, *,
     ``moments`` (B, 9) float64 -- as moments (names in ``moment_names``).
     A single (N, N) map gives no batch axis.
     """
-    prep = _driver.prepare_maps(maps, dtype, device)
-    sp = _driver.spectrum_plan(prep.n_side, side_angle_deg, l_edges)
-    mf = _driver.threshold_plan(thresholds)
-    pk = mf if peak_thresholds is None else _driver.threshold_plan(peak_thresholds,
+    prep = chunking.prepare_maps(maps, dtype, device)
+    sp = chunking.spectrum_plan(prep.n_side, side_angle_deg, l_edges)
+    mf = chunking.threshold_plan(thresholds)
+    pk = mf if peak_thresholds is None else chunking.threshold_plan(peak_thresholds,
                                                                    "peak_thresholds")
-    pd = mf if pdf_thresholds is None else _driver.threshold_plan(pdf_thresholds,
+    pd = mf if pdf_thresholds is None else chunking.threshold_plan(pdf_thresholds,
                                                                   "pdf_thresholds")
-    norm = _driver.check_flag(norm, "norm")
-    mom = (_driver.check_flag(connected, "connected"),
-           _driver.check_flag(dimensionless, "dimensionless"))
-    chunk = _driver.check_chunk(chunk_size, prep)
-    res = _driver.run(prep, chunk, spectrum=sp, mf=mf, peaks=pk, pdf=pd, moments=mom,
+    norm = chunking.check_flag(norm, "norm")
+    mom = (chunking.check_flag(connected, "connected"),
+           chunking.check_flag(dimensionless, "dimensionless"))
+    chunk = chunking.check_chunk(chunk_size, prep)
+    res = chunking.run(prep, chunk, spectrum=sp, mf=mf, peaks=pk, pdf=pd, moments=mom,
                       norm=norm)
-    from ._core import MOMENT_NAMES
+    from .kernels import MOMENT_NAMES
     out = {
-        "ell": finish(prep, _driver.axis(prep, sp.ell), batched=False),
-        "nu": finish(prep, _driver.axis(prep, mf.nu), batched=False),
-        "peak_nu": finish(prep, _driver.axis(prep, pk.nu), batched=False),
-        "pdf_nu": finish(prep, _driver.axis(prep, pd.nu), batched=False),
+        "ell": finish(prep, chunking.axis(prep, sp.ell), batched=False),
+        "nu": finish(prep, chunking.axis(prep, mf.nu), batched=False),
+        "peak_nu": finish(prep, chunking.axis(prep, pk.nu), batched=False),
+        "pdf_nu": finish(prep, chunking.axis(prep, pd.nu), batched=False),
         "moment_names": MOMENT_NAMES,
     }
     for key, val in res.items():

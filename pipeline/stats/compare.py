@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,13 +23,79 @@ from pipeline.errors import DataError
 from pipeline.stats.table import StatsTable, read_table
 
 KS_ALPHA = 0.05
+STATISTICS = ("power_spectrum", "V0", "V1", "V2", "peaks", "pdf")
 
 
 def statistic_columns(table: StatsTable) -> dict[str, np.ndarray]:
-    """Each compared statistic as (n_maps, n_bins)."""
+    """Each compared statistic as (n_maps, n_bins), in STATISTICS order."""
     c = table.columns
     return {"power_spectrum": c["power_spectrum"], "V0": c["minkowski"][:, 0], "V1": c["minkowski"][:, 1],
             "V2": c["minkowski"][:, 2], "peaks": c["peaks"], "pdf": c["pdf"]}
+
+
+@dataclass
+class StatisticComparison:
+    """One statistic of A (reference) against B (candidate), per bin and overall.
+
+    Per bin: means, (B - A) / |A| of the means and its standard error (None where A's mean
+    is 0), KS statistic and p-value. Overall: the worst bin by |relative difference|, the
+    median |relative difference|, the worst |difference| over the largest |A mean| (for
+    statistics that cross zero or vanish in their tails), the KS summary, and chi^2 of the
+    mean difference with its degrees of freedom (None when too few maps for the bins).
+    """
+
+    name: str
+    n_bins: int
+    mean_a: list
+    mean_b: list
+    rel_diff: list
+    rel_diff_se: list
+    ks_statistic: list
+    ks_pvalue: list
+    worst_bin: int | None
+    worst_rel_diff: float | None
+    median_abs_rel_diff: float | None
+    worst_diff_over_peak: float | None
+    ks_min_pvalue: float
+    ks_frac_above_alpha: float
+    chi2: float | None
+    chi2_dof: int
+    chi2_pvalue: float | None
+
+    @property
+    def reduced_chi2(self) -> float | None:
+        return self.chi2 / self.chi2_dof if self.chi2_dof and self.chi2 is not None else None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class ComparisonSummary:
+    """Every statistic of two stats tables on the same bins (ell in rad^-1, thresholds and
+    their midpoints nu in kappa; threshold_sigma: the kappa unit of thresholds in sigma)."""
+
+    reference: str
+    candidate: str
+    n_reference: int
+    n_candidate: int
+    ell: list
+    l_edges: list
+    thresholds: list
+    nu: list
+    threshold_sigma: float
+    ks_alpha: float
+    statistics: dict[str, StatisticComparison]
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["statistics"] = {k: v.to_json() for k, v in self.statistics.items()}
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> ComparisonSummary:
+        fields = {k: d[k] for k in cls.__dataclass_fields__ if k != "statistics"}
+        return cls(**fields, statistics={k: StatisticComparison(**v) for k, v in d["statistics"].items()})
 
 
 def check_comparable(a: StatsTable, b: StatsTable) -> None:
@@ -45,7 +112,7 @@ def check_comparable(a: StatsTable, b: StatsTable) -> None:
                         "(make it with `cosmogan stats --like` the other table)")
 
 
-def compare_statistic(xa: np.ndarray, xb: np.ndarray) -> dict:
+def compare_statistic(xa: np.ndarray, xb: np.ndarray, name: str = "") -> StatisticComparison:
     """Per-bin and overall comparison of one statistic; xa (n_a, bins), xb (n_b, bins)."""
     na, nb = len(xa), len(xb)
     ma, mb = xa.mean(0), xb.mean(0)
@@ -61,31 +128,31 @@ def compare_statistic(xa: np.ndarray, xb: np.ndarray) -> dict:
     chi2, dof = _chi2(xa, xb, diff)
     finite = np.isfinite(rel)
     worst = int(np.nanargmax(np.abs(rel))) if finite.any() else None
-    return {
-        "n_bins": int(xa.shape[1]),
-        "mean_a": ma.tolist(), "mean_b": mb.tolist(), "rel_diff": _listify(rel), "rel_diff_se": _listify(rel_se),
-        "ks_statistic": ks_d.tolist(), "ks_pvalue": ks_p.tolist(),
-        "worst_bin": worst,
-        "worst_rel_diff": None if worst is None else float(rel[worst]),
-        "median_abs_rel_diff": float(np.nanmedian(np.abs(rel))) if finite.any() else None,
+    return StatisticComparison(
+        name=name, n_bins=int(xa.shape[1]),
+        mean_a=ma.tolist(), mean_b=mb.tolist(), rel_diff=_listify(rel), rel_diff_se=_listify(rel_se),
+        ks_statistic=ks_d.tolist(), ks_pvalue=ks_p.tolist(),
+        worst_bin=worst,
+        worst_rel_diff=None if worst is None else float(rel[worst]),
+        median_abs_rel_diff=float(np.nanmedian(np.abs(rel))) if finite.any() else None,
         # for statistics that cross zero or fall to zero in their tails (V2, peaks, PDF)
         # a relative error per bin means little; this scales by the statistic's peak amplitude
-        "worst_diff_over_peak": float(np.abs(diff).max() / np.abs(ma).max()) if np.abs(ma).max() > 0 else None,
-        "ks_min_pvalue": float(ks_p.min()),
-        "ks_frac_above_alpha": float((ks_p > KS_ALPHA).mean()),
-        "chi2": chi2, "chi2_dof": dof,
-        "chi2_pvalue": None if dof == 0 else float(sps.chi2.sf(chi2, dof)),
-    }
+        worst_diff_over_peak=float(np.abs(diff).max() / np.abs(ma).max()) if np.abs(ma).max() > 0 else None,
+        ks_min_pvalue=float(ks_p.min()),
+        ks_frac_above_alpha=float((ks_p > KS_ALPHA).mean()),
+        chi2=chi2, chi2_dof=dof,
+        chi2_pvalue=None if dof == 0 else float(sps.chi2.sf(chi2, dof)))
 
 
-def _chi2(xa, xb, diff) -> tuple[float, int]:
+def _chi2(xa, xb, diff) -> tuple[float | None, int]:
     """chi^2 = d^T C^-1 d with C = cov_a/n_a + cov_b/n_b over the bins that vary, times the
-    Hartlap factor (n - p - 2)/(n - 1), n the smaller sample, p the bins used."""
+    Hartlap factor (n - p - 2)/(n - 1), n the smaller sample, p the bins used; (None, 0)
+    when there are too few maps for the bins."""
     keep = (xa.std(0) > 0) | (xb.std(0) > 0)
     p = int(keep.sum())
     n = min(len(xa), len(xb))
     if p == 0 or n - p - 2 <= 0:
-        return float("nan"), 0
+        return None, 0
     cov = np.cov(xa[:, keep], rowvar=False) / len(xa) + np.cov(xb[:, keep], rowvar=False) / len(xb)
     cov = np.atleast_2d(cov)
     d = diff[keep]
@@ -98,50 +165,53 @@ def _listify(a: np.ndarray) -> list:
     return [None if not math.isfinite(x) else float(x) for x in a]
 
 
-def compare_tables(path_a: str | Path, path_b: str | Path) -> dict:
+def compare_tables(path_a: str | Path, path_b: str | Path) -> ComparisonSummary:
     a, b = read_table(path_a), read_table(path_b)
     check_comparable(a, b)
     ca, cb = statistic_columns(a), statistic_columns(b)
-    return {
-        "reference": str(path_a), "candidate": str(path_b), "n_reference": a.n_maps, "n_candidate": b.n_maps,
-        "ell": a.header.bins.ell.tolist(), "l_edges": list(a.header.bins.l_edges),
-        "thresholds": list(a.header.bins.thresholds), "nu": a.header.bins.nu.tolist(),
-        "threshold_sigma": a.header.bins.sigma, "ks_alpha": KS_ALPHA,
-        "statistics": {name: compare_statistic(ca[name], cb[name]) for name in ca},
-    }
+    bins = a.header.bins
+    return ComparisonSummary(
+        reference=str(path_a), candidate=str(path_b), n_reference=a.n_maps, n_candidate=b.n_maps,
+        ell=bins.ell.tolist(), l_edges=list(bins.l_edges), thresholds=list(bins.thresholds), nu=bins.nu.tolist(),
+        threshold_sigma=bins.sigma, ks_alpha=KS_ALPHA,
+        statistics={name: compare_statistic(ca[name], cb[name], name) for name in ca})
 
 
-def write_summary(summary: dict, out_dir: str | Path) -> None:
-    """summary.json (everything) and summary.md (a table and the worst bins), atomically."""
+def write_summary(summary, out_dir: str | Path) -> None:
+    """summary.json (``summary.to_json()``: everything) and summary.md (the comparison's table
+    and worst bins), atomically. summary: a ComparisonSummary or anything holding one as
+    ``.comparison`` (the validate stage's summary)."""
     out = Path(out_dir)
+    comparison = getattr(summary, "comparison", summary)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=1) + "\n").encode())
-        atomic_write_bytes(out / "summary.md", summary_markdown(summary).encode())
+        atomic_write_bytes(out / "summary.json", (json.dumps(summary.to_json(), indent=1, allow_nan=False)
+                                                  + "\n").encode())
+        atomic_write_bytes(out / "summary.md", summary_markdown(comparison).encode())
     except OSError as e:
         raise DataError(f"{out}: cannot write the summary ({e.strerror or e})") from None
 
 
-def summary_markdown(s: dict) -> str:
-    lines = [f"# {Path(s['candidate']).name} against {Path(s['reference']).name}", "",
-             f"Reference: `{s['reference']}` ({s['n_reference']} maps); candidate: `{s['candidate']}` "
-             f"({s['n_candidate']} maps). Relative differences are (candidate - reference) / |reference| "
-             f"of the bin means; KS p-values from scipy.stats.ks_2samp (alpha = {s['ks_alpha']}).", "",
+def summary_markdown(s: ComparisonSummary) -> str:
+    lines = [f"# {Path(s.candidate).name} against {Path(s.reference).name}", "",
+             f"Reference: `{s.reference}` ({s.n_reference} maps); candidate: `{s.candidate}` "
+             f"({s.n_candidate} maps). Relative differences are (candidate - reference) / |reference| "
+             f"of the bin means; KS p-values from scipy.stats.ks_2samp (alpha = {s.ks_alpha}).", "",
              "| statistic | bins | median abs rel diff | worst rel diff (bin) | worst diff / peak | min KS p "
              "| bins with KS p > alpha | chi2 / dof |", "|---|---|---|---|---|---|---|---|"]
-    for name, r in s["statistics"].items():
-        worst = "n/a" if r["worst_bin"] is None else f"{r['worst_rel_diff']:+.3%} ({r['worst_bin']})"
-        med = "n/a" if r["median_abs_rel_diff"] is None else f"{r['median_abs_rel_diff']:.3%}"
-        chi = "n/a" if not r["chi2_dof"] else f"{r['chi2']:.1f} / {r['chi2_dof']}"
-        peak = "n/a" if r["worst_diff_over_peak"] is None else f"{r['worst_diff_over_peak']:.3%}"
-        lines.append(f"| {name} | {r['n_bins']} | {med} | {worst} | {peak} | {r['ks_min_pvalue']:.3g} | "
-                     f"{r['ks_frac_above_alpha']:.0%} | {chi} |")
+    for name, r in s.statistics.items():
+        worst = "n/a" if r.worst_bin is None else f"{r.worst_rel_diff:+.3%} ({r.worst_bin})"
+        med = "n/a" if r.median_abs_rel_diff is None else f"{r.median_abs_rel_diff:.3%}"
+        chi = "n/a" if r.reduced_chi2 is None else f"{r.chi2:.1f} / {r.chi2_dof}"
+        peak = "n/a" if r.worst_diff_over_peak is None else f"{r.worst_diff_over_peak:.3%}"
+        lines.append(f"| {name} | {r.n_bins} | {med} | {worst} | {peak} | {r.ks_min_pvalue:.3g} | "
+                     f"{r.ks_frac_above_alpha:.0%} | {chi} |")
     lines += ["", "## Worst bins", ""]
-    for name, r in s["statistics"].items():
-        order = np.argsort([-abs(x) if x is not None else 0 for x in r["rel_diff"]])[:3]
-        axis = s["ell"] if name == "power_spectrum" else s["nu"]
+    for name, r in s.statistics.items():
+        order = np.argsort([-abs(x) if x is not None else 0 for x in r.rel_diff])[:3]
+        axis = s.ell if name == "power_spectrum" else s.nu
         unit = "ell" if name == "power_spectrum" else "kappa"
-        items = [f"{unit}={axis[j]:.4g}: {r['rel_diff'][j]:+.3%} +- {r['rel_diff_se'][j]:.3%}, "
-                 f"KS p={r['ks_pvalue'][j]:.3g}" for j in order if r["rel_diff"][j] is not None]
+        items = [f"{unit}={axis[j]:.4g}: {r.rel_diff[j]:+.3%} +- {r.rel_diff_se[j]:.3%}, "
+                 f"KS p={r.ks_pvalue[j]:.3g}" for j in order if r.rel_diff[j] is not None]
         lines.append(f"- **{name}**: " + ("; ".join(items) or "no bin with a non-zero reference mean"))
     return "\n".join(lines) + "\n"

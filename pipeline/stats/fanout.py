@@ -21,32 +21,11 @@ import numpy as np
 from pipeline.config import StatsConfig
 from pipeline.data.format import atomic_path
 from pipeline.data.loader import MapDataset
-from pipeline.dist.comm import progress_bar, rank_local_work, world
+from pipeline.parallel.comm import progress_bar, rank_local_work, world
 from pipeline.errors import DataError
-from pipeline.stats import MOMENT_NAMES, all_statistics, mode_counts
-from pipeline.stats.table import PER_MAP, Bins, TableHeader, read_table, write_table
-
-
-def ell_edges(cfg: StatsConfig, map_size: int, side_angle_deg: float) -> np.ndarray:
-    """ell bin edges (rad^-1). Defaults: from half the fundamental mode, pi/theta (bins are
-    open below, so the fundamental modes 2 pi/theta fall inside the first bin), to half the
-    Nyquist ell pi N/(2 theta), where pixel-window and aliasing effects are still small.
-    That top edge lies on a shell of modes; it is raised by 1e-9 (relative) so the shell is
-    included whatever the rounding."""
-    theta = np.deg2rad(side_angle_deg)
-    lo = cfg.ell_min or np.pi / theta
-    hi = cfg.ell_max or np.pi * map_size / (2 * theta) * (1 + 1e-9)
-    if hi <= lo:
-        raise DataError(f"stats.ell_max {hi:.1f} must exceed stats.ell_min {lo:.1f} for "
-                        f"{map_size}-pixel maps of {side_angle_deg} deg")
-    edges = (np.geomspace if cfg.ell_spacing == "log" else np.linspace)(lo, hi, cfg.n_ell + 1)
-    empty = np.flatnonzero(mode_counts(map_size, side_angle_deg, edges) == 0)
-    if empty.size:
-        j = int(empty[0])
-        raise DataError(f"stats: ell bin ({edges[j]:.1f}, {edges[j + 1]:.1f}] holds no Fourier mode of "
-                        f"{map_size}-pixel maps over {side_angle_deg} deg; use fewer bins (stats.n_ell) "
-                        "or linear spacing (stats.ell_spacing)")
-    return edges
+from pipeline.stats import MOMENT_NAMES, all_statistics
+from pipeline.stats.bins import Bins, make_bins
+from pipeline.stats.table import PER_MAP, TableHeader, read_table, write_table
 
 
 def pooled_sigma(data: MapDataset, chunks: list[range]) -> float:
@@ -134,15 +113,13 @@ def compute_stats(data_dir: str | Path, out: str | Path, cfg: StatsConfig, like:
 def _bins(cfg: StatsConfig, data: MapDataset, chunks: list[range], like_table) -> Bins:
     if like_table is not None:
         return like_table.header.bins
-    edges = ell_edges(cfg, data.manifest.map_shape[0], data.manifest.side_angle_deg)
-    thresholds = np.linspace(cfg.threshold_min, cfg.threshold_max, cfg.n_thresholds + 1)
     sigma = 1.0
     if cfg.threshold_units == "sigma":
         sigma = pooled_sigma(data, chunks)
         if not sigma > 0:
             raise DataError(f"{data.root}: every pixel has the same value; thresholds in units "
                             "of sigma are undefined (use stats.threshold_units=kappa)")
-    return Bins(tuple(edges.tolist()), tuple((thresholds * sigma).tolist()), sigma)
+    return make_bins(cfg, data.manifest.map_shape[0], data.manifest.side_angle_deg, sigma)
 
 
 def _recipe_of(path: Path) -> str | None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from . import _driver
-from ._backend import finish
+from . import chunking
+from .inputs import finish
 
 
 def minkowski_functionals(maps, thresholds, norm=False, *, dtype=None, device=None,
@@ -34,10 +34,10 @@ def minkowski_functionals(maps, thresholds, norm=False, *, dtype=None, device=No
     differences in pixel units (x along the last axis). See
     docs/statistics.md for the formulas and for how they relate to Tomita's.
     """
-    prep = _driver.prepare_maps(maps, dtype, device)
-    plan = _driver.threshold_plan(thresholds)
-    norm = _driver.check_flag(norm, "norm")
-    chunk = _driver.check_chunk(chunk_size, prep)
-    mf = _driver.run(prep, chunk, mf=plan, norm=norm)["minkowski"]
-    nu = finish(prep, _driver.axis(prep, plan.nu), batched=False)
+    prep = chunking.prepare_maps(maps, dtype, device)
+    plan = chunking.threshold_plan(thresholds)
+    norm = chunking.check_flag(norm, "norm")
+    chunk = chunking.check_chunk(chunk_size, prep)
+    mf = chunking.run(prep, chunk, mf=plan, norm=norm)["minkowski"]
+    nu = finish(prep, chunking.axis(prep, plan.nu), batched=False)
     return nu, finish(prep, mf[:, 0]), finish(prep, mf[:, 1]), finish(prep, mf[:, 2])

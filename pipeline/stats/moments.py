@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from . import _driver
-from ._backend import finish
-from ._core import MOMENT_NAMES
+from . import chunking
+from .inputs import finish
+from .kernels import MOMENT_NAMES
 
 
 def moments(maps, connected=False, dimensionless=False, *, dtype=None, device=None,
@@ -38,11 +38,11 @@ def moments(maps, connected=False, dimensionless=False, *, dtype=None, device=No
     Returns (9,) or (B, 9), float64 whatever the working dtype (the sums
     are accumulated in float64). Order as :data:`MOMENT_NAMES`.
     """
-    prep = _driver.prepare_maps(maps, dtype, device)
-    connected = _driver.check_flag(connected, "connected")
-    dimensionless = _driver.check_flag(dimensionless, "dimensionless")
-    chunk = _driver.check_chunk(chunk_size, prep)
-    m = _driver.run(prep, chunk, moments=(connected, dimensionless))["moments"]
+    prep = chunking.prepare_maps(maps, dtype, device)
+    connected = chunking.check_flag(connected, "connected")
+    dimensionless = chunking.check_flag(dimensionless, "dimensionless")
+    chunk = chunking.check_chunk(chunk_size, prep)
+    m = chunking.run(prep, chunk, moments=(connected, dimensionless))["moments"]
     return finish(prep, m)
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from . import _driver
-from ._backend import finish
+from . import chunking
+from .inputs import finish
 
 
 def pixel_pdf(maps, thresholds, norm=False, *, dtype=None, device=None, chunk_size=None):
@@ -16,9 +16,9 @@ def pixel_pdf(maps, thresholds, norm=False, *, dtype=None, device=None, chunk_si
 
     Returns nu (T,) bin midpoints and p (T,) or (B, T).
     """
-    prep = _driver.prepare_maps(maps, dtype, device)
-    plan = _driver.threshold_plan(thresholds)
-    norm = _driver.check_flag(norm, "norm")
-    chunk = _driver.check_chunk(chunk_size, prep)
-    p = _driver.run(prep, chunk, pdf=plan, norm=norm)["pdf"]
-    return finish(prep, _driver.axis(prep, plan.nu), batched=False), finish(prep, p)
+    prep = chunking.prepare_maps(maps, dtype, device)
+    plan = chunking.threshold_plan(thresholds)
+    norm = chunking.check_flag(norm, "norm")
+    chunk = chunking.check_chunk(chunk_size, prep)
+    p = chunking.run(prep, chunk, pdf=plan, norm=norm)["pdf"]
+    return finish(prep, chunking.axis(prep, plan.nu), batched=False), finish(prep, p)

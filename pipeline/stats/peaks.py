@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from . import _driver
-from ._backend import finish
+from . import chunking
+from .inputs import finish
 
 
 def peak_counts(maps, thresholds, norm=False, *, dtype=None, device=None, chunk_size=None):
@@ -19,9 +19,9 @@ def peak_counts(maps, thresholds, norm=False, *, dtype=None, device=None, chunk_
     n : (T,) or (B, T) number of peaks in each bin divided by the bin width
         t_{i+1} - t_i (threshold units): dN/dnu per map, not per pixel.
     """
-    prep = _driver.prepare_maps(maps, dtype, device)
-    plan = _driver.threshold_plan(thresholds)
-    norm = _driver.check_flag(norm, "norm")
-    chunk = _driver.check_chunk(chunk_size, prep)
-    n = _driver.run(prep, chunk, peaks=plan, norm=norm)["peaks"]
-    return finish(prep, _driver.axis(prep, plan.nu), batched=False), finish(prep, n)
+    prep = chunking.prepare_maps(maps, dtype, device)
+    plan = chunking.threshold_plan(thresholds)
+    norm = chunking.check_flag(norm, "norm")
+    chunk = chunking.check_chunk(chunk_size, prep)
+    n = chunking.run(prep, chunk, peaks=plan, norm=norm)["peaks"]
+    return finish(prep, chunking.axis(prep, plan.nu), batched=False), finish(prep, n)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from . import _driver
-from ._backend import finish
+from . import chunking
+from .inputs import finish
 
 
 def power_spectrum(maps, side_angle_deg, l_edges, *, dtype=None, device=None,
@@ -34,11 +34,11 @@ def power_spectrum(maps, side_angle_deg, l_edges, *, dtype=None, device=None,
         (2 pi / theta_rad) * sqrt(min(i, N-i)^2 + j^2), i the row frequency
         index, j = 0..N/2 the column one. See docs/statistics.md.
     """
-    prep = _driver.prepare_maps(maps, dtype, device)
-    plan = _driver.spectrum_plan(prep.n_side, side_angle_deg, l_edges)
-    chunk = _driver.check_chunk(chunk_size, prep)
-    res = _driver.run(prep, chunk, spectrum=plan)
-    return (finish(prep, _driver.axis(prep, plan.ell), batched=False),
+    prep = chunking.prepare_maps(maps, dtype, device)
+    plan = chunking.spectrum_plan(prep.n_side, side_angle_deg, l_edges)
+    chunk = chunking.check_chunk(chunk_size, prep)
+    res = chunking.run(prep, chunk, spectrum=plan)
+    return (finish(prep, chunking.axis(prep, plan.ell), batched=False),
             finish(prep, res["power_spectrum"]))
 
 
@@ -49,5 +49,5 @@ def mode_counts(n_side: int, side_angle_deg, l_edges):
     the j=0 and j=N/2 columns come in complex-conjugate pairs that are both
     counted (as LensTools does), so they are not all independent.
     """
-    plan = _driver.spectrum_plan(int(n_side), side_angle_deg, l_edges)
+    plan = chunking.spectrum_plan(int(n_side), side_angle_deg, l_edges)
     return plan.hits.copy()

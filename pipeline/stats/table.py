@@ -11,7 +11,6 @@ Statistics are float64 and in the conventions of docs/statistics.md.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,33 +19,11 @@ import h5py
 import numpy as np
 
 from pipeline.errors import DataError
+from pipeline.stats.bins import Bins
 
 FORMAT_NAME = "cosmogan-stats"
 FORMAT_VERSION = 1
 PER_MAP = ("index", "params", "power_spectrum", "minkowski", "peaks", "pdf", "moments")
-
-
-@dataclass(frozen=True)
-class Bins:
-    """ell bin edges (rad^-1) and threshold edges (kappa); sigma: the kappa unit of
-    thresholds given in units of sigma (1.0 when thresholds were given in kappa)."""
-
-    l_edges: tuple
-    thresholds: tuple
-    sigma: float = 1.0
-
-    def digest(self) -> str:
-        return hashlib.sha256(json.dumps([self.l_edges, self.thresholds]).encode()).hexdigest()
-
-    @property
-    def ell(self) -> np.ndarray:
-        e = np.asarray(self.l_edges)
-        return 0.5 * (e[1:] + e[:-1])
-
-    @property
-    def nu(self) -> np.ndarray:
-        t = np.asarray(self.thresholds)
-        return 0.5 * (t[1:] + t[:-1])
 
 
 @dataclass

@@ -31,6 +31,12 @@ class GeneratorEMA:
         self.updates = 0
         self.calibrated = False
 
+    def restart_from(self, gen: nn.Module) -> None:
+        """Start the average again from the live weights (a run that switches it on at a resume)."""
+        self.model.load_state_dict(gen.state_dict())
+        self.updates = 0
+        self.calibrated = False
+
     def update(self, gen: nn.Module) -> None:
         """Fold the live weights in after an optimizer step. The decay ramps up as
         (1 + n) / (10 + n) over the first updates (TensorFlow's num_updates rule), so the

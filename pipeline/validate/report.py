@@ -3,8 +3,8 @@
 
     write_report(summary, reference_table, candidate_table, reference_dir, candidate_dir, out_dir)
 
-``summary`` is compare_tables()'s dict, optionally with a "verdicts" entry (the
-validate stage's pass/fail per statistic against its thresholds); without one
+``summary`` is a ValidationSummary (pipeline/validate/summary.py): the comparison,
+and the validate stage's verdicts per statistic when there are some; without them
 the report shows the comparison's numbers and no verdict. The page needs no
 server and no network: no external CSS, scripts or fonts; figures are referenced
 relatively. A small inline script marks ``<body data-images="ok:N">`` once all N
@@ -15,6 +15,7 @@ last. What each figure shows and how to read the verdicts: docs/report.md.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import html
 import math
@@ -28,6 +29,8 @@ from pipeline.errors import DataError
 from pipeline.stats.compare import check_comparable, statistic_columns
 from pipeline.stats.table import read_table
 from pipeline.validate import plots
+from pipeline.validate.summary import ValidationSummary
+from pipeline.validate.verdicts import Verdict
 
 N_SHOWN_MAPS = 4
 MF_NOTE = {"V0": "V0 falls from 1 to 0: a shift of the curve is a shift of the pixel distribution.",
@@ -43,7 +46,7 @@ DISPLAY_MD = {"power_spectrum": "power spectrum C_ell", "V0": "V0 (area)", "V1":
               "V2": "V2 (Euler char.)", "peaks": "peak counts", "pdf": "pixel PDF"}
 
 
-def write_report(summary: dict, reference_table: str | Path, candidate_table: str | Path,
+def write_report(summary: ValidationSummary, reference_table: str | Path, candidate_table: str | Path,
                  reference_dir: str | Path, candidate_dir: str | Path, out_dir: str | Path,
                  title: str = "Emulator validation") -> Path:
     """Write report.md, index.html and the figures into out_dir; returns out_dir/index.html.
@@ -80,13 +83,11 @@ def _sample(dataset_dir: Path, n_hist: int) -> tuple[np.ndarray, np.ndarray]:
     return shown, hist
 
 
-def _verdict_threshold(summary: dict, name: str, kind: str) -> float | None:
-    """The verdict's threshold for a statistic when its metric is what the figure's lower panel shows."""
-    v = (summary.get("verdicts") or {}).get("statistics", {}).get(name)
-    if not v or v.get("threshold") is None:
-        return None
-    metric = str(v.get("metric", "")).lower()
-    return float(v["threshold"]) if kind in metric else None
+def _verdict_threshold(summary: ValidationSummary, name: str, kind: str) -> float | None:
+    """The verdict's threshold for a statistic when its metric is what the figure's lower panel
+    shows (kind: "relative_error" or "diff_over_peak")."""
+    v = summary.verdicts.statistics.get(name) if summary.verdicts else None
+    return v.threshold if v is not None and v.kind == kind else None
 
 
 def _figures(summary, ref, emu, ref_dir, emu_dir, out) -> list[dict]:
@@ -118,7 +119,7 @@ def _figures(summary, ref, emu, ref_dir, emu_dir, out) -> list[dict]:
         "The high-κ tail (halos) and the low-κ cut-off (voids) are where GANs most often fail.")
     add("Power spectrum", plots.power_spectrum(bins.ell, l_edges, ca["power_spectrum"], cb["power_spectrum"],
                                                out / "power_spectrum.png",
-                                               _verdict_threshold(summary, "power_spectrum", "relative")),
+                                               _verdict_threshold(summary, "power_spectrum", "relative_error")),
         "ℓ(ℓ+1)C<sub>ℓ</sub>/2π, the mean over maps with a band of ±1 per-map standard deviation. "
         "Below: emulator / reference of the means; the blue band is the error of that ratio "
         "(standard errors of both means), dotted lines the verdict's threshold.")
@@ -133,18 +134,18 @@ def _figures(summary, ref, emu, ref_dir, emu_dir, out) -> list[dict]:
     for name, (title, ylabel) in mf.items():
         add(f"Minkowski {name}", plots.threshold_statistic(
             nu, ca[name], cb[name], out / f"minkowski_{name}.png", title=title, ylabel=ylabel, xlabel=xlabel,
-            threshold=_verdict_threshold(summary, name, "peak")),
+            threshold=_verdict_threshold(summary, name, "diff_over_peak")),
             f"{name} against the threshold {nu_word}: mean ±1 per-map standard deviation. Below: the difference "
             "of the means over the reference curve's largest |value|, with its error band and the verdict's "
             "threshold (dotted). " + MF_NOTE[name])
     add("Peak counts", plots.threshold_statistic(
         nu, ca["peaks"], cb["peaks"], out / "peaks.png", title="Peak counts (pixels above their 8 neighbours)",
-        ylabel="peaks per map per unit κ", xlabel=xlabel, threshold=_verdict_threshold(summary, "peaks", "peak")),
+        ylabel="peaks per map per unit κ", xlabel=xlabel, threshold=_verdict_threshold(summary, "peaks", "diff_over_peak")),
         f"Number of local maxima per map by height {nu_word}, mean ±1 per-map standard deviation; below, "
         "difference over the peak of the reference curve. High peaks trace massive halos.")
     add("Pixel PDF", plots.threshold_statistic(
         nu, ca["pdf"], cb["pdf"], out / "pdf.png", title="Pixel PDF per map, in the statistics' threshold bins",
-        ylabel="p(κ) (per unit κ)", xlabel=xlabel, threshold=_verdict_threshold(summary, "pdf", "peak"),
+        ylabel="p(κ) (per unit κ)", xlabel=xlabel, threshold=_verdict_threshold(summary, "pdf", "diff_over_peak"),
         logy=True),
         "The one-point PDF measured map by map in the threshold bins the verdict uses (the histogram above pools "
         "the pixels instead): mean ±1 per-map standard deviation, and the difference over its peak below.")
@@ -161,68 +162,64 @@ def _num(x, fmt=".3g") -> str:
     return "n/a" if x is None or not math.isfinite(x) else format(x, fmt)
 
 
-def _rows(summary: dict) -> list[dict]:
+def _axis(summary: ValidationSummary, name: str) -> tuple[list, float, str]:
+    """A statistic's bin centres, their display unit (1 or sigma) and symbol."""
+    c = summary.comparison
+    if name == "power_spectrum":
+        return c.ell, 1.0, "ℓ"
+    sigma = c.threshold_sigma or 1.0
+    return c.nu, sigma, "ν" if sigma != 1.0 else "κ"
+
+
+def _rows(summary: ValidationSummary) -> list[dict]:
     """One row per statistic: the comparison's numbers, each check and its outcome (None: not checked)."""
-    verdicts = summary.get("verdicts") or {}
-    crit = verdicts.get("criteria") or {}
-    ks_req = crit.get("ks_min_frac") or 0
-    chi_req = crit.get("chi2_max_reduced") or 0
+    verdicts = summary.verdicts
     rows = []
-    for name, r in summary["statistics"].items():
-        axis, sym = (summary["ell"], "ℓ") if name == "power_spectrum" else (summary["nu"], "ν")
-        scale = 1.0 if name == "power_spectrum" else summary.get("threshold_sigma", 1.0) or 1.0
-        if sym == "ν" and scale == 1.0:
-            sym = "κ"
-        worst = ("n/a" if r.get("worst_bin") is None else
-                 f"{r['worst_rel_diff']:+.2%} ({sym}={axis[r['worst_bin']] / scale:.3g})")
-        reduced = r["chi2"] / r["chi2_dof"] if r.get("chi2_dof") else None
-        chi = "n/a" if reduced is None else f"{reduced:.3g}"
-        if r.get("chi2_pvalue") is not None:
-            chi += f" (p={r['chi2_pvalue']:.2g})"
-        v = (verdicts.get("statistics") or {}).get(name)
-        row = {"name": name, "bins": r["n_bins"], "worst_rel": worst, "diff_peak": _pct(r.get("worst_diff_over_peak")),
-               "ks_min": _num(r["ks_min_pvalue"]), "ks_frac": f"{r['ks_frac_above_alpha']:.0%}", "chi2": chi,
+    for name, r in summary.comparison.statistics.items():
+        axis, scale, sym = _axis(summary, name)
+        worst = "n/a" if r.worst_bin is None else f"{r.worst_rel_diff:+.2%} ({sym}={axis[r.worst_bin] / scale:.3g})"
+        chi = "n/a" if r.reduced_chi2 is None else f"{r.reduced_chi2:.3g}"
+        if r.chi2_pvalue is not None:
+            chi += f" (p={r.chi2_pvalue:.2g})"
+        row = {"name": name, "bins": r.n_bins, "worst_rel": worst, "diff_peak": _pct(r.worst_diff_over_peak),
+               "ks_min": _num(r.ks_min_pvalue), "ks_frac": f"{r.ks_frac_above_alpha:.0%}", "chi2": chi,
                "ks_ok": None, "chi_ok": None, "verdict": None, "metric": "", "check": "", "value_ok": None}
+        v: Verdict | None = verdicts.statistics.get(name) if verdicts else None
         if v is not None:
-            if "chi2_dof" in v:
-                reduced = v["chi2_dof"]
-            if ks_req:
-                row["ks_ok"] = v.get("ks_frac_above", r["ks_frac_above_alpha"]) >= ks_req
-                row["ks_frac"] += f" ≥ {ks_req:.0%}" if row["ks_ok"] else f" < {ks_req:.0%}"
-            if chi_req and reduced is not None:
-                row["chi_ok"] = reduced <= chi_req
-                row["chi2"] += f" {'≤' if row['chi_ok'] else '>'} {chi_req:g}"
-            fmt = _pct if ("relative" in str(v.get("metric", "")).lower()
-                           or "peak" in str(v.get("metric", "")).lower()) else _num
-            value, thr = v.get("value"), v.get("threshold")
-            row["value_ok"] = value is not None and thr is not None and math.isfinite(value) and value <= thr
-            row["check"] = f"{fmt(value)} {'≤' if row['value_ok'] else '>'} {fmt(thr)}"
-            row["metric"] = str(v.get("metric", ""))
-            row["verdict"] = bool(v.get("pass"))
+            crit = verdicts.criteria
+            if v.ks_ok is not None:
+                row["ks_ok"] = v.ks_ok
+                row["ks_frac"] += f" ≥ {crit.ks_min_frac:.0%}" if v.ks_ok else f" < {crit.ks_min_frac:.0%}"
+            if v.chi2_ok is not None:
+                row["chi_ok"] = v.chi2_ok
+                row["chi2"] += f" {'≤' if v.chi2_ok else '>'} {crit.chi2_max_reduced:g}"
+            row["value_ok"] = v.value_ok
+            row["check"] = f"{_pct(v.value)} {'≤' if v.value_ok else '>'} {_pct(v.threshold)}"
+            row["metric"] = v.metric
+            row["verdict"] = v.passed
         rows.append(row)
     return rows
 
 
-def _banner(summary: dict) -> tuple[str, str]:
+def _banner(summary: ValidationSummary) -> tuple[str, str]:
     """(class, text) of the overall verdict."""
-    verdicts = summary.get("verdicts")
-    if not verdicts:
+    verdicts = summary.verdicts
+    if verdicts is None:
         return "none", "NO VERDICT: no criteria were given; the numbers below are the comparison alone"
-    stats = verdicts.get("statistics") or {}
-    failed = [n for n, v in stats.items() if not v.get("pass")]
-    if verdicts.get("pass"):
-        return "pass", f"PASS: all {len(stats)} statistics within their thresholds"
-    which = ", ".join(failed) if failed else "overall criteria"
-    return "fail", f"FAIL: {len(failed)} of {len(stats)} statistics outside their thresholds ({which})"
+    n = len(verdicts.statistics)
+    if verdicts.passed:
+        return "pass", f"PASS: all {n} statistics within their thresholds"
+    failed = verdicts.failed
+    return "fail", f"FAIL: {len(failed)} of {n} statistics outside their thresholds ({', '.join(failed)})"
 
 
 HEAD = ("statistic", "bins", "worst rel. error of the mean (at)", "worst |diff| / peak", "KS min p",
         "bins with KS p > α", "χ²/dof (p)")
 
 
-def _verdict_table_html(summary: dict) -> str:
+def _verdict_table_html(summary: ValidationSummary) -> str:
     rows = _rows(summary)
-    has_verdicts = bool(summary.get("verdicts"))
+    has_verdicts = summary.verdicts is not None
     head = list(HEAD) + (["criterion", "value vs threshold", "verdict"] if has_verdicts else [])
     out = ['<table class="verdicts" id="verdict-table">', "<thead><tr>" +
            "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr></thead>", "<tbody>"]
@@ -246,9 +243,9 @@ def _verdict_table_html(summary: dict) -> str:
     return "\n".join(out)
 
 
-def _verdict_table_md(summary: dict) -> str:
+def _verdict_table_md(summary: ValidationSummary) -> str:
     rows = _rows(summary)
-    has_verdicts = bool(summary.get("verdicts"))
+    has_verdicts = summary.verdicts is not None
     head = [h.replace("|", "\\|") for h in HEAD] + (["criterion", "value vs threshold", "verdict"]
                                                     if has_verdicts else [])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -264,22 +261,24 @@ def _verdict_table_md(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def _criteria_items(summary: dict) -> list[str]:
-    crit = (summary.get("verdicts") or {}).get("criteria") or {}
+def _criteria_items(summary: ValidationSummary) -> list[str]:
+    if summary.verdicts is None:
+        return []
+    crit = dataclasses.asdict(summary.verdicts.criteria)
     return [f"{k} = {v}" + (" (not required)" if v in (0, 0.0) and k in ("ks_min_frac", "chi2_max_reduced") else "")
             for k, v in crit.items()]
 
 
-def _provenance(summary: dict, out: Path) -> list[tuple[str, str]]:
-    items = [("reference (simulations)", f"{summary.get('reference')} ({summary.get('n_reference')} maps)"),
-             ("candidate (emulator)", f"{summary.get('candidate')} ({summary.get('n_candidate')} maps)")]
-    run = summary.get("run")
-    if isinstance(run, dict):
-        items.append(("run", "; ".join(f"{k}: {v}" for k, v in run.items())))
-    sigma = summary.get("threshold_sigma")
-    if sigma and sigma != 1.0:
-        items.append(("threshold unit σ<sub>κ</sub>", f"{sigma:.4g} (pooled pixel std of the reference)"))
-    items.append(("KS level α", str(summary.get("ks_alpha", 0.05))))
+def _provenance(summary: ValidationSummary, out: Path) -> list[tuple[str, str]]:
+    c = summary.comparison
+    items = [("reference (simulations)", f"{c.reference} ({c.n_reference} maps)"),
+             ("candidate (emulator)", f"{c.candidate} ({c.n_candidate} maps)")]
+    if summary.run is not None:
+        run = summary.run
+        items.append(("run", f"dir: {run.dir}; checkpoint: {run.checkpoint}; step: {run.step}"))
+    if c.threshold_sigma and c.threshold_sigma != 1.0:
+        items.append(("threshold unit σ<sub>κ</sub>", f"{c.threshold_sigma:.4g} (pooled pixel std of the reference)"))
+    items.append(("KS level α", str(c.ks_alpha)))
     if (out / "summary.json").is_file():
         items.append(("every number", "summary.json, summary.md (beside this page)"))
     items.append(("written", datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")))
@@ -288,7 +287,7 @@ def _provenance(summary: dict, out: Path) -> list[tuple[str, str]]:
 
 # ---------------------------------------------------------------- documents
 
-def _markdown(summary: dict, figures: list[dict], title: str, out: Path) -> str:
+def _markdown(summary: ValidationSummary, figures: list[dict], title: str, out: Path) -> str:
     _, text = _banner(summary)
     lines = [f"# {title}", "", f"**{text}**", ""]
     for k, v in _provenance(summary, out):
@@ -353,21 +352,17 @@ window.addEventListener("load", function () {
 """
 
 
-def _per_bin_html(summary: dict) -> str:
+def _per_bin_html(summary: ValidationSummary) -> str:
     parts = []
-    sigma = summary.get("threshold_sigma", 1.0) or 1.0
-    for name, r in summary["statistics"].items():
-        if name == "power_spectrum":
-            axis, sym = summary["ell"], "ℓ (rad<sup>−1</sup>)"
-        else:
-            axis = [x / sigma for x in summary["nu"]]
-            sym = "ν = κ/σ<sub>κ</sub>" if sigma != 1.0 else "κ"
+    for name, r in summary.comparison.statistics.items():
+        axis, scale, sym = _axis(summary, name)
+        sym = {"ℓ": "ℓ (rad<sup>−1</sup>)", "ν": "ν = κ/σ<sub>κ</sub>"}.get(sym, sym)
         rows = []
-        for j in range(r["n_bins"]):
-            rel, se = r["rel_diff"][j], r["rel_diff_se"][j]
+        for j in range(r.n_bins):
+            rel, se = r.rel_diff[j], r.rel_diff_se[j]
             rel_s = "n/a" if rel is None else f"{rel:+.2%} ± {se:.2%}"
-            rows.append(f"<tr><td>{j}</td><td>{axis[j]:.4g}</td><td>{r['mean_a'][j]:.4g}</td>"
-                        f"<td>{r['mean_b'][j]:.4g}</td><td>{rel_s}</td><td>{r['ks_pvalue'][j]:.3g}</td></tr>")
+            rows.append(f"<tr><td>{j}</td><td>{axis[j] / scale:.4g}</td><td>{r.mean_a[j]:.4g}</td>"
+                        f"<td>{r.mean_b[j]:.4g}</td><td>{rel_s}</td><td>{r.ks_pvalue[j]:.3g}</td></tr>")
         parts.append(f"<details><summary>{DISPLAY.get(name, html.escape(name))}</summary><table><thead><tr>"
                      f"<th>bin</th><th>{sym}</th><th>reference mean</th><th>emulator mean</th>"
                      "<th>relative difference ± error</th><th>KS p</th></tr></thead><tbody>"
@@ -375,7 +370,7 @@ def _per_bin_html(summary: dict) -> str:
     return "\n".join(parts)
 
 
-def _html(summary: dict, figures: list[dict], title: str, out: Path) -> str:
+def _html(summary: ValidationSummary, figures: list[dict], title: str, out: Path) -> str:
     cls, text = _banner(summary)
     esc = html.escape
     prov = "".join(f"<dt>{k}</dt><dd>{esc(v)}</dd>" for k, v in _provenance(summary, out))
@@ -408,7 +403,7 @@ def _html(summary: dict, figures: list[dict], title: str, out: Path) -> str:
 <p class="note">Relative errors are (emulator − reference) / |reference| of the bin means;
 |diff| / peak divides the difference of the means by the largest |reference mean| (for statistics that
 cross zero or vanish in their tails); KS p-values are per bin (two-sample Kolmogorov–Smirnov, the fraction
-of bins above α = {summary.get("ks_alpha", 0.05)} should be near 1 − α for identical distributions);
+of bins above α = {summary.comparison.ks_alpha} should be near 1 − α for identical distributions);
 χ²/dof uses the covariance of the difference of the means with the Hartlap factor (≈ 1 when the samples
 agree). Green / red cells are the checks the verdict applies.</p>
 <h2>Figures</h2>

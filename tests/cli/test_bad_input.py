@@ -147,7 +147,7 @@ def test_import_into_nonempty_dir(dataset, tmp_path):
     ("data.n_train=0", ["data.n_train", "must be positive"]),
     ("data.shard_size=-5", ["data.shard_size", "must be positive"]),
     ("physics.field=poisson", ["physics.field", "gaussian, lognormal"]),
-    ("cosmology.grid.sigma_8=[]", ["cosmology.grid.sigma_8", "non-empty list"]),
+    ("cosmology.design.grid.sigma_8=[]", ["cosmology.design.grid.sigma_8", "non-empty list"]),
 ])
 def test_bad_config(tmp_path, override, fragments):
     out = tmp_path / "data"

@@ -5,7 +5,7 @@ import json
 import sys
 
 from pipeline.data.loader import ShardedLoader
-from pipeline.dist.comm import world
+from pipeline.parallel.comm import world
 
 comm = world()
 loader = ShardedLoader(sys.argv[1], batch_size=int(sys.argv[2]), rank=comm.rank, world_size=comm.size,

@@ -54,3 +54,34 @@ def test_killed_run_resumes_to_the_same_dataset(tmp_path):
     assert all(after[name] == t for name, t in done_before.items())  # complete shards were reused
     # same bytes as the uninterrupted run, and the killed run's temporary files are gone
     assert dataset_fingerprint(out) == dataset_fingerprint(ref)
+
+
+DESIGNS = ["--set", "cosmology.design={kind: latin_hypercube, n_points: 5, seed: 3, "
+                    "ranges: {Omega_m: [0.2, 0.4], sigma_8: [0.6, 1.0]}}",
+           "--set", "data.splits.test.extra_points=[{Omega_m: 0.3, sigma_8: 0.8}, {Omega_m: 0.4, sigma_8: 1.0}]"]
+
+
+def test_per_split_designs_are_rank_invariant_and_listed(tmp_path):
+    """A Latin-hypercube training design and a test split with two held-out cosmologies:
+    1 and 2 ranks write the same bytes, each manifest lists its split's cosmologies, and map
+    i carries the parameters of cosmology i % n."""
+    import json
+
+    import numpy as np
+
+    from pipeline.data.loader import MapDataset
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    for out, ranks in ((one, 0), (two, 2)):
+        run_cli("make-data", "--config", CONFIGS / "tiny.yaml", "--out", out, "--quiet", *DESIGNS, ranks=ranks,
+                check=True)
+    assert dataset_fingerprint(one) == dataset_fingerprint(two)
+    train = json.loads((one / "train" / "manifest.json").read_text())["design"]
+    test = json.loads((one / "test" / "manifest.json").read_text())["design"]
+    assert train["kind"] == test["kind"] == "latin_hypercube" and len(train["points"]) == 5
+    assert test["points"] == train["points"] + [[0.3, 0.8], [0.4, 1.0]]
+    for split, points in (("train", train["points"]), ("test", test["points"])):
+        data = MapDataset(one / split)
+        params = data.read(np.arange(len(data)))[1]
+        expected = np.array([points[i % len(points)] for i in range(len(data))], np.float32)
+        np.testing.assert_array_equal(params, expected)

@@ -23,11 +23,13 @@ import pytest
 import torch
 
 from conftest import lognormal_maps
-from pipeline.config import StatsConfig
+from pipeline.config import StatsConfig, ValidationConfig
 from pipeline.data.importers import import_maps
 from pipeline.stats.compare import compare_tables, write_summary
 from pipeline.stats.fanout import compute_stats
 from pipeline.validate.report import write_report
+from pipeline.validate.summary import RunInfo, ValidationSummary
+from pipeline.validate.verdicts import judge
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 N_FIGURES = 9
@@ -97,20 +99,11 @@ def report(tmp_path_factory) -> Path:
         compute_stats(root / "emu", root / "emu.h5", cfg, like=root / "ref.h5", progress=False)
     finally:
         torch.set_num_threads(threads)
-    summary = compare_tables(root / "ref.h5", root / "emu.h5")
-    stats = {}
-    for name, r in summary["statistics"].items():
-        rel = name == "power_spectrum"
-        value = abs(r["worst_rel_diff"]) if rel else r["worst_diff_over_peak"]
-        stats[name] = {"metric": "worst |relative error| of the mean" if rel else "worst |difference| / peak",
-                       "value": value, "threshold": 0.1, "pass": value <= 0.1,
-                       "ks_frac_above": r["ks_frac_above_alpha"], "ks_min_p": r["ks_min_pvalue"],
-                       "chi2_dof": r["chi2"] / r["chi2_dof"] if r["chi2_dof"] else None}
-    summary["verdicts"] = {"statistics": stats, "pass": all(v["pass"] for v in stats.values()),
-                           "criteria": {"ps_max_rel_err": 0.1, "mf_max_err_over_peak": 0.1,
-                                        "peaks_max_err_over_peak": 0.1, "pdf_max_err_over_peak": 0.1,
-                                        "ks_min_frac": 0.0, "chi2_max_reduced": 0.0}}
-    summary["run"] = {"dir": "/scratch/runs/demo", "checkpoint": "checkpoints/best.pt", "step": 5000}
+    comparison = compare_tables(root / "ref.h5", root / "emu.h5")
+    criteria = ValidationConfig(ps_max_rel_err=0.1, mf_max_err_over_peak=0.1, peaks_max_err_over_peak=0.1,
+                                pdf_max_err_over_peak=0.1)
+    summary = ValidationSummary(comparison, judge(comparison, criteria),
+                                RunInfo("/scratch/runs/demo", "checkpoints/best.pt", 5000))
     out = root / "report"
     out.mkdir()
     write_summary(summary, out)

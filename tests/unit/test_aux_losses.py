@@ -1,7 +1,6 @@
 """The auxiliary spectral loss: modes and shells, zero at the target, the log-ratio it
 measures per mode and in kappa (not in the transformed pixels), gradients reach G."""
 
-import math
 
 import numpy as np
 import pytest

@@ -6,12 +6,11 @@ import torch
 from torch import nn
 
 from conftest import CONFIGS, run_main
-from pipeline.models import build_models
-from pipeline.train.checkpoint import load_checkpoint, step_checkpoints
+from pipeline.models import ModelArgs, build_models
+from pipeline.train.checkpoint import read_checkpoint, step_checkpoints
 from pipeline.train.ema import GeneratorEMA
 
-ARGS = {"image_size": 32, "z_dim": 16, "g_channels": 8, "d_channels": 8, "kernel_size": 5,
-        "upsample": "transposed", "padding": "zeros"}
+ARGS = ModelArgs(image_size=32, z_dim=16, g_channels=8, d_channels=8)
 
 
 def generator(seed):
@@ -90,24 +89,23 @@ def test_training_saves_the_average_and_generate_uses_it(tiny_data, tmp_path):
     run = tmp_path / "run"
     run_main("train", "--config", CONFIGS / "tiny.yaml", "--data", tiny_data, "--run", run, "--quiet",
              "--set", "train.steps=16", "--set", "train.ema_decay=0.9", check=True)
-    state = load_checkpoint(step_checkpoints(run)[-1])
-    assert state["generator_ema"]["updates"] == 16
-    averaged, live = state["generator_ema"]["weights"], state["generator"]
+    ckpt = read_checkpoint(step_checkpoints(run)[-1])
+    assert ckpt.parts["generator_ema"]["updates"] == 16
+    averaged, live = ckpt.parts["generator_ema"]["weights"], ckpt.parts["generator"]
     assert averaged.keys() == live.keys()
     assert not torch.equal(averaged["main.fc.weight"], live["main.fc.weight"])
 
     out = tmp_path / "gen"
     run_main("generate", "--run", run, "--checkpoint", "last", "--n", 4, "--out", out, "--quiet", check=True)
     from pipeline.data.loader import MapDataset
-    from pipeline.data.transforms import PixelTransform
-    from pipeline.validate.generate import latent
+    from pipeline.emulator import latent
 
-    G = build_models(state["model_args"])[0]
+    G = build_models(ckpt.model_args)[0]
     G.load_state_dict(averaged)
     G.eval()
-    z = torch.stack([latent(0, i, state["model_args"]["z_dim"]) for i in range(4)])
+    z = torch.stack([latent(0, i, ckpt.model_args.z_dim) for i in range(4)])
     with torch.no_grad():
-        expected = PixelTransform.from_state_dict(state["transform"]).inverse(G(z))[:, 0].numpy()
+        expected = ckpt.transform.inverse(G(z))[:, 0].numpy()
     written = MapDataset(out)
     np.testing.assert_array_equal(written.read(np.arange(4))[0], expected)
     assert written.manifest.provenance["weights"] == "generator_ema"
@@ -117,12 +115,12 @@ def test_switched_on_at_a_resume_the_average_starts_from_the_restored_weights(ti
     run = tmp_path / "run"
     common = ("train", "--config", CONFIGS / "tiny.yaml", "--data", tiny_data, "--run", run, "--quiet")
     run_main(*common, "--set", "train.steps=8", "--set", "train.ema_decay=0", check=True)
-    assert "generator_ema" not in load_checkpoint(step_checkpoints(run)[-1])
+    assert "generator_ema" not in read_checkpoint(step_checkpoints(run)[-1]).parts
     run_main(*common, "--set", "train.steps=9", "--set", "train.ema_decay=0.9", check=True)
-    state = load_checkpoint(step_checkpoints(run)[-1])
-    assert state["step"] == 9 and state["generator_ema"]["updates"] == 1
+    ckpt = read_checkpoint(step_checkpoints(run)[-1])
+    assert ckpt.step == 9 and ckpt.parts["generator_ema"]["updates"] == 1
     # one update with the ramped decay 2/11 from the step-8 weights towards the step-9 weights
-    before = load_checkpoint(run / "checkpoints" / "step-00000008.pt")["generator"]["main.fc.weight"]
-    after = state["generator"]["main.fc.weight"]
-    torch.testing.assert_close(state["generator_ema"]["weights"]["main.fc.weight"],
+    before = read_checkpoint(run / "checkpoints" / "step-00000008.pt").parts["generator"]["main.fc.weight"]
+    after = ckpt.parts["generator"]["main.fc.weight"]
+    torch.testing.assert_close(ckpt.parts["generator_ema"]["weights"]["main.fc.weight"],
                                before * 2 / 11 + after * 9 / 11, rtol=1e-5, atol=1e-7)

@@ -1,5 +1,6 @@
 """The CosmoGAN DCGAN: shapes, init, parameter counts, precision/layout, args, FLOPs."""
 
+import dataclasses
 import json
 import math
 
@@ -9,19 +10,13 @@ from torch import nn
 
 from pipeline.config import ModelConfig
 from pipeline.errors import ConfigError
-from pipeline.models import (
-    Discriminator,
-    Generator,
-    build_models,
-    model_args,
-    weights_init,
-)
+from pipeline.models import Discriminator, Generator, ModelArgs, build_models, weights_init
 from pipeline.models.flops import analytic_forward_flops, count_flops
 
 
-def args_for(image_size, upsample="transposed", z_dim=64, g=64, d=64, k=5):
-    return {"image_size": image_size, "z_dim": z_dim, "g_channels": g, "d_channels": d,
-            "kernel_size": k, "upsample": upsample, "padding": "zeros"}
+def args_for(image_size, upsample="transposed", z_dim=64, g=64, d=64, k=5, padding="zeros"):
+    return ModelArgs(image_size=image_size, z_dim=z_dim, g_channels=g, d_channels=d, kernel_size=k,
+                     upsample=upsample, padding=padding)
 
 
 def n_params(m: nn.Module) -> int:
@@ -82,15 +77,15 @@ def test_shapes_256_paper_model():
 
 
 def test_resize_conv_has_no_transposed_convolution():
-    G = Generator(64, upsample="resize_conv")
+    G = Generator(ModelArgs(64, upsample="resize_conv"))
     kinds = {type(m) for m in G.modules()}
     assert nn.Upsample in kinds and nn.ConvTranspose2d not in kinds
-    assert nn.ConvTranspose2d in {type(m) for m in Generator(64).modules()}
+    assert nn.ConvTranspose2d in {type(m) for m in Generator(ModelArgs(64)).modules()}
 
 
 def test_output_is_squashed_by_tanh():
     torch.manual_seed(0)
-    G = Generator(32, g_channels=8)
+    G = Generator(ModelArgs(32, g_channels=8))
     with torch.no_grad():
         G.main.up4.weight.mul_(1000)  # pre-activations far outside (-1, 1)
         x = G(torch.randn(4, 64))
@@ -101,7 +96,7 @@ def test_output_is_squashed_by_tanh():
 
 def test_discriminator_logits_depend_on_each_input():
     torch.manual_seed(0)
-    D = Discriminator(32, d_channels=8).eval()
+    D = Discriminator(ModelArgs(32, d_channels=8)).eval()
     x = torch.rand(4, 1, 32, 32) * 2 - 1
     logits = D(x)
     assert logits.shape == (4,)
@@ -118,7 +113,7 @@ def test_discriminator_logits_depend_on_each_input():
 @torch.no_grad()
 def test_weights_init_statistics():
     torch.manual_seed(0)
-    G = Generator(64)  # pytorch's default init before weights_init
+    G = Generator(ModelArgs(64))  # pytorch's default init before weights_init
     w = G.main.up1.weight  # 512 x 256 x 5 x 5 = 3.3e6 draws
     default_std = float(w.detach().std())
     G.apply(weights_init)
@@ -191,7 +186,8 @@ def expected_params(H, z, g, d, k):
     (H, z, g, d, k, up) for H, z, g, d, k in [(256, 64, 64, 64, 5), (64, 64, 64, 64, 5), (32, 16, 8, 12, 3)]
     for up in ("transposed", "resize_conv")] + [(64, 64, 32, 32, 4, "transposed")])  # even k: transposed only
 def test_parameter_counts(H, z, g, d, k, upsample):
-    G, D = Generator(H, z, g, k, upsample), Discriminator(H, d, k)
+    args = ModelArgs(H, z, g, d, k, upsample)
+    G, D = Generator(args), Discriminator(args)
     assert (n_params(G), n_params(D)) == expected_params(H, z, g, d, k)
 
 
@@ -254,53 +250,64 @@ def test_backward_under_bf16_autocast_and_channels_last():
 
 def test_model_args_round_trip():
     cfg = ModelConfig(z_dim=32, g_channels=16, d_channels=8, kernel_size=3, upsample="resize_conv")
-    args = model_args(cfg, 64)
-    assert args == {"image_size": 64, "z_dim": 32, "g_channels": 16, "d_channels": 8,
-                    "kernel_size": 3, "upsample": "resize_conv", "padding": "zeros"}
-    restored = json.loads(json.dumps(args))
+    args = ModelArgs.from_config(cfg, 64)
+    assert args.to_dict() == {"image_size": 64, "z_dim": 32, "g_channels": 16, "d_channels": 8,
+                              "kernel_size": 3, "upsample": "resize_conv", "padding": "zeros"}
+    restored = ModelArgs.from_dict(json.loads(json.dumps(args.to_dict())))
+    assert restored == args
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        restored.z_dim = 8
     G, D = build_models(restored)
-    G_ref = Generator(64, z_dim=32, g_channels=16, kernel_size=3, upsample="resize_conv")
-    D_ref = Discriminator(64, d_channels=8, kernel_size=3)
-    for built, ref in ((G, G_ref), (D, D_ref)):
+    ref = ModelArgs(64, z_dim=32, g_channels=16, d_channels=8, kernel_size=3, upsample="resize_conv")
+    for built, reference in ((G, Generator(ref)), (D, Discriminator(ref))):
         assert {k: v.shape for k, v in built.state_dict().items()} == \
-               {k: v.shape for k, v in ref.state_dict().items()}
-        built.load_state_dict(ref.state_dict())  # strict: a checkpoint loads into a rebuilt model
+               {k: v.shape for k, v in reference.state_dict().items()}
+        built.load_state_dict(reference.state_dict())  # strict: a checkpoint loads into a rebuilt model
     # the config's image_size is 0 (from the data) or must agree with the data
-    assert model_args(ModelConfig(image_size=64), 64)["image_size"] == 64
+    assert ModelArgs.from_config(ModelConfig(image_size=64), 64).image_size == 64
     with pytest.raises(ValueError, match="image_size"):
-        model_args(ModelConfig(image_size=128), 64)
+        ModelArgs.from_config(ModelConfig(image_size=128), 64)
 
 
-@pytest.mark.parametrize("bad", [0, -16, 8, 40, 100, 64.0, True, "64"])
+def test_fields_missing_from_a_stored_dict_take_their_defaults():
+    """A checkpoint written before a field existed still loads: the field takes its default.
+    Only image_size (which has none) must be there."""
+    stored = args_for(32, g=8).to_dict()
+    del stored["padding"], stored["d_channels"]
+    assert ModelArgs.from_dict(stored) == args_for(32, g=8, d=64)
+    with pytest.raises(ValueError, match="missing 'image_size'"):
+        ModelArgs.from_dict({"z_dim": 16})
+
+
+@pytest.mark.parametrize("bad", [0, -16, 8, 40, 100, 64.0, True, "64", None])
 def test_bad_image_size_raises(bad):
     with pytest.raises(ValueError, match="image_size"):
-        Generator(bad)
+        ModelArgs(image_size=bad)
     with pytest.raises(ValueError, match="image_size"):
-        Discriminator(bad)
-    with pytest.raises(ValueError, match="image_size"):
-        build_models(args_for(bad))
+        ModelArgs.from_dict({"image_size": bad})
 
 
 @pytest.mark.parametrize("change,match", [({"kernel_size": 4, "upsample": "resize_conv"}, "odd kernel"),
                                           ({"kernel_size": 1}, "kernel_size"),
                                           ({"upsample": "pixel_shuffle"}, "upsample"),
+                                          ({"padding": "reflect"}, "padding"),
                                           ({"z_dim": 0}, "z_dim"),
                                           ({"g_channels": 2.5}, "g_channels"),
                                           ({"extra": 1}, "unknown"),
                                           ({"image_size": None}, "image_size")])
 def test_bad_args_raise(change, match):
-    args = {**args_for(32), **change}
     with pytest.raises(ValueError, match=match):
-        build_models(args)
-    args = args_for(32)
-    del args["d_channels"]
-    with pytest.raises(ValueError, match="missing"):
-        build_models(args)
+        ModelArgs.from_dict({**args_for(32).to_dict(), **change})
+    if "extra" not in change:
+        with pytest.raises(ValueError, match=match):
+            ModelArgs(**{**args_for(32).to_dict(), **change})
 
 
 def test_arg_errors_are_user_errors():
     with pytest.raises(ConfigError, match="model.image_size"):
-        model_args(ModelConfig(), 40)
+        ModelArgs.from_config(ModelConfig(), 40)
+    with pytest.raises(TypeError, match="ModelArgs"):
+        build_models(args_for(32).to_dict())
 
 
 # -- FLOPs -----------------------------------------------------------------------------------
@@ -351,7 +358,7 @@ def test_circular_padding_makes_the_discriminator_features_shift_equivariant():
     x = torch.randn(2, 1, 32, 32)
     rolled = torch.roll(x, shifts=16, dims=-1)
     for padding, equivariant in (("circular", True), ("zeros", False)):
-        _, D = build_models({**args_for(32, "resize_conv", g=8, d=8), "padding": padding})
+        _, D = build_models(args_for(32, "resize_conv", g=8, d=8, padding=padding))
         D.eval()
         features = D.main[:-2]  # up to the last LeakyReLU, before flatten and fc
         with torch.no_grad():
@@ -382,7 +389,7 @@ def test_periodic_transposed_convolution_is_the_layer_on_a_torus(k):
 
 def test_circular_generator_maps_are_periodic_in_the_shift_sense():
     """A whole circular generator commutes with rolls of its first feature map."""
-    G, _ = build_models({**args_for(32, "transposed", g=8, d=8, k=4), "padding": "circular"})
+    G, _ = build_models(args_for(32, "transposed", g=8, d=8, k=4, padding="circular"))
     G.eval()
     h = torch.randn(2, 64, 2, 2)
     stages = G.main[2:]  # after fc and unflatten

@@ -17,12 +17,14 @@ import pytest
 import torch
 
 from conftest import lognormal_maps
-from pipeline.config import StatsConfig
+from pipeline.config import StatsConfig, ValidationConfig
 from pipeline.data.importers import import_maps
 from pipeline.errors import DataError
 from pipeline.stats.compare import compare_tables, write_summary
 from pipeline.stats.fanout import compute_stats
 from pipeline.validate.report import write_report
+from pipeline.validate.summary import ValidationSummary
+from pipeline.validate.verdicts import judge
 
 NAMES = ("power_spectrum", "V0", "V1", "V2", "peaks", "pdf")
 FIGURES = ("maps.png", "pixel_histogram.png", "power_spectrum.png", "ps_correlation.png", "minkowski_V0.png",
@@ -30,23 +32,11 @@ FIGURES = ("maps.png", "pixel_histogram.png", "power_spectrum.png", "ps_correlat
 
 
 
-def make_verdicts(summary: dict, threshold: float, ks_min_frac: float = 0.5) -> dict:
-    """Verdicts in the validate stage's shape: power spectrum by relative error, the rest by diff/peak."""
-    out = {}
-    for name in NAMES:
-        r = summary["statistics"][name]
-        if name == "power_spectrum":
-            metric, value = "worst |relative error| of the mean", abs(r["worst_rel_diff"])
-        else:
-            metric, value = "worst |difference| / peak", r["worst_diff_over_peak"]
-        ok = value <= threshold and r["ks_frac_above_alpha"] >= ks_min_frac
-        out[name] = {"metric": metric, "value": value, "threshold": threshold, "pass": bool(ok),
-                     "ks_frac_above": r["ks_frac_above_alpha"], "ks_min_p": r["ks_min_pvalue"],
-                     "chi2_dof": r["chi2"] / r["chi2_dof"] if r["chi2_dof"] else None}
-    return {"statistics": out, "pass": all(v["pass"] for v in out.values()),
-            "criteria": {"ps_max_rel_err": threshold, "mf_max_err_over_peak": threshold,
-                         "peaks_max_err_over_peak": threshold, "pdf_max_err_over_peak": threshold,
-                         "ks_min_frac": ks_min_frac, "chi2_max_reduced": 0.0}}
+def make_verdicts(comparison, threshold: float, ks_min_frac: float = 0.5):
+    """The validate stage's verdicts with every threshold at ``threshold``."""
+    return judge(comparison, ValidationConfig(ps_max_rel_err=threshold, mf_max_err_over_peak=threshold,
+                                              peaks_max_err_over_peak=threshold, pdf_max_err_over_peak=threshold,
+                                              ks_min_frac=ks_min_frac))
 
 
 @pytest.fixture(scope="module")
@@ -74,10 +64,9 @@ def one_thread():
         torch.set_num_threads(before)
 
 
-def build(tables: Path, out: Path, verdicts=None, title="Emulator validation") -> tuple[dict, Path]:
-    summary = compare_tables(tables / "ref.h5", tables / "emu.h5")
-    if verdicts is not None:
-        summary["verdicts"] = verdicts(summary)
+def build(tables: Path, out: Path, verdicts=None, title="Emulator validation") -> tuple[ValidationSummary, Path]:
+    comparison = compare_tables(tables / "ref.h5", tables / "emu.h5")
+    summary = ValidationSummary(comparison, verdicts(comparison) if verdicts is not None else None)
     out.mkdir()
     index = write_report(summary, tables / "ref.h5", tables / "emu.h5", tables / "ref", tables / "emu", out,
                          title=title)
@@ -182,27 +171,30 @@ def test_html_is_self_contained_and_references_only_files_that_exist(report):
 def test_verdict_table_shows_each_statistic_against_its_threshold(report):
     summary, index = report
     page = Page(index.read_text())
-    v = summary["verdicts"]
+    v = summary.verdicts
     assert [r["name"] for r in page.rows] == list(NAMES)
     assert page.headers[-3:] == ["criterion", "value vs threshold", "verdict"]
     col = {h: i for i, h in enumerate(page.headers)}
     for row in page.rows:
-        vs = v["statistics"][row["name"]]
+        vs = v.statistics[row["name"]]
+        assert vs.statistic == row["name"]  # the verdict names its statistic
         cells = row["cells"]
-        assert cells[col["verdict"]] == ("PASS" if vs["pass"] else "FAIL")
-        assert row["classes"][col["verdict"]] == ("ok" if vs["pass"] else "bad")
+        assert cells[col["verdict"]] == ("PASS" if vs.passed else "FAIL")
+        assert row["classes"][col["verdict"]] == ("ok" if vs.passed else "bad")
         assert cells[col["value vs threshold"]] == (
-            f"{vs['value']:.2%} {'≤' if vs['value'] <= 0.1 else '>'} 10.00%")
-        assert cells[col["KS min p"]] == f"{vs['ks_min_p']:.3g}"
+            f"{vs.value:.2%} {'≤' if vs.value <= 0.1 else '>'} 10.00%")
+        assert cells[col["criterion"]] == ("worst |relative error| of the mean" if row["name"] == "power_spectrum"
+                                           else "worst |difference| / peak")
+        assert cells[col["KS min p"]] == f"{vs.ks_min_p:.3g}"
         # the KS fraction is checked against ks_min_frac = 0.5
-        assert cells[col["bins with KS p > α"]].startswith(f"{vs['ks_frac_above']:.0%} ")
-        assert row["classes"][col["bins with KS p > α"]] == ("ok" if vs["ks_frac_above"] >= 0.5 else "bad")
-        r = summary["statistics"][row["name"]]
-        assert cells[col["worst rel. error of the mean (at)"]].startswith(f"{r['worst_rel_diff']:+.2%} (")
-        assert cells[col["χ²/dof (p)"]].startswith(f"{r['chi2'] / r['chi2_dof']:.3g}")
+        assert cells[col["bins with KS p > α"]].startswith(f"{vs.ks_frac_above:.0%} ")
+        assert row["classes"][col["bins with KS p > α"]] == ("ok" if vs.ks_frac_above >= 0.5 else "bad")
+        r = summary.comparison.statistics[row["name"]]
+        assert cells[col["worst rel. error of the mean (at)"]].startswith(f"{r.worst_rel_diff:+.2%} (")
+        assert cells[col["χ²/dof (p)"]].startswith(f"{r.chi2 / r.chi2_dof:.3g}")
         # chi2_max_reduced = 0 means not required: no pass/fail colour on that cell
         assert row["classes"][col["χ²/dof (p)"]] is None
-    passed = [n for n in NAMES if v["statistics"][n]["pass"]]
+    passed = [n for n in NAMES if v.statistics[n].passed]
     assert 0 < len(passed) < len(NAMES), "the fixture should give a mix of passes and failures"
     assert page.banner.startswith("FAIL") and f"{len(NAMES) - len(passed)} of {len(NAMES)}" in page.banner
 
@@ -241,7 +233,7 @@ def test_markdown_has_the_table_and_links_every_figure(report):
     table = [ln for ln in md.splitlines() if ln.startswith("| ")]
     assert len(table) == 1 + len(NAMES)  # header + one row per statistic
     for name, line in zip(NAMES, table[1:]):
-        expected = "**PASS**" if summary["verdicts"]["statistics"][name]["pass"] else "**FAIL**"
+        expected = "**PASS**" if summary.verdicts.statistics[name].passed else "**FAIL**"
         assert line.rstrip(" |").endswith(expected), line
         # escaped pipes keep every row at the header's column count
         assert len(re.split(r"(?<!\\)\|", line)) == len(re.split(r"(?<!\\)\|", table[0]))
@@ -250,7 +242,8 @@ def test_markdown_has_the_table_and_links_every_figure(report):
 def test_a_summary_read_back_from_json_gives_the_same_table(tables, tmp_path, report):
     summary, index = report
     write_summary(summary, tmp_path / "s")
-    loaded = json.loads((tmp_path / "s" / "summary.json").read_text())
+    loaded = ValidationSummary.from_json(json.loads((tmp_path / "s" / "summary.json").read_text()))
+    assert loaded.to_json() == summary.to_json()
     out = tmp_path / "again"
     out.mkdir()
     again = write_report(loaded, tables / "ref.h5", tables / "emu.h5", tables / "ref", tables / "emu", out)
@@ -261,14 +254,14 @@ def test_tables_on_other_bins_are_refused(tables, tmp_path):
     other = tmp_path / "other.h5"
     with one_thread():
         compute_stats(tables / "emu", other, StatsConfig(n_ell=8, n_thresholds=10, chunk_size=128), progress=False)
-    summary = compare_tables(tables / "ref.h5", tables / "ref.h5")
+    summary = ValidationSummary(compare_tables(tables / "ref.h5", tables / "ref.h5"))
     with pytest.raises(DataError, match="thresholds differ"):
         write_report(summary, tables / "ref.h5", other, tables / "ref", tables / "emu", tmp_path)
     assert not (tmp_path / "index.html").exists()
 
 
 def test_a_missing_dataset_is_one_clear_error(tables, tmp_path):
-    summary = compare_tables(tables / "ref.h5", tables / "emu.h5")
+    summary = ValidationSummary(compare_tables(tables / "ref.h5", tables / "emu.h5"))
     with pytest.raises(DataError, match="nowhere"):
         write_report(summary, tables / "ref.h5", tables / "emu.h5", tables / "nowhere", tables / "emu", tmp_path)
     assert not (tmp_path / "index.html").exists()

@@ -10,7 +10,7 @@ import torch
 
 import pipeline.stats as S
 from pipeline.errors import PipelineError
-from pipeline.stats import _core
+from pipeline.stats import kernels
 
 SIDE = 3.5                                        # degrees
 L_EDGES = np.linspace(200.0, 6000.0, 11)          # rad^-1
@@ -179,8 +179,8 @@ def test_empty_batch():
 def test_dense_spectrum_path_matches_index_add_path():
     """The accelerator path (one float64 matmul) equals the CPU path."""
     x = torch.from_numpy(gaussian_maps(3, seed=8))
-    plan = _core.spectrum_plan(32, SIDE, tuple(L_EDGES))
-    ws = _core.Workspace()
+    plan = kernels.spectrum_plan(32, SIDE, tuple(L_EDGES))
+    ws = kernels.Workspace()
     a = plan.apply(x, ws, dense=False)
     b = plan.apply(x, ws, dense=True)
     # same sums in another order: relative 1e-12 is ~1e4 float64 roundings
@@ -397,7 +397,7 @@ def test_fast_binning_equals_explicit_comparisons(dtype, with_sigma):
     """The arithmetic fast path bins exactly like comparisons with the edges,
     including values on an edge or a midpoint and one ulp either side."""
     t = np.linspace(-0.08, 0.1, 31)
-    plan = _core.ThresholdPlan(t)
+    plan = kernels.ThresholdPlan(t)
     assert plan.uniform
     rng = np.random.default_rng(15)
     sigma = torch.tensor([1.0, 0.7], dtype=dtype) if with_sigma else None
@@ -410,7 +410,7 @@ def test_fast_binning_equals_explicit_comparisons(dtype, with_sigma):
         rand = torch.as_tensor(rng.uniform(-0.12, 0.14, 4096 - near.numel()), dtype=dtype)
         rows.append(torch.cat([near, rand]))
     v = torch.stack(rows)
-    fast = plan.cells(v, sigma, _core.Workspace())
+    fast = plan.cells(v, sigma, kernels.Workspace())
     exact = plan.exact_cells(v, sigma, 2)
     assert torch.equal(fast, exact)
     # and the cells are right: P_{j-1} s <= v < P_j s

@@ -7,7 +7,7 @@ from pipeline.config import StatsConfig
 from pipeline.errors import DataError
 from pipeline.physics import ell_grid
 from pipeline.stats import mode_counts
-from pipeline.stats.fanout import ell_edges
+from pipeline.stats.bins import ell_edges
 
 
 @pytest.mark.parametrize("angle", [1.75, 3.5, 5.0, 10.0])

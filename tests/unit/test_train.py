@@ -1,7 +1,6 @@
 """Training on the tiny config: checkpoints, exact resume after SIGKILL, signals, divergence."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -11,27 +10,18 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import CONFIGS, REPO, cli_env, run_cli, run_main
-from pipeline.train.checkpoint import load_checkpoint, step_checkpoints
+from conftest import CONFIGS, REPO, assert_same_state, cli_env, last_checkpoint, run_cli, run_main
+from pipeline.train.checkpoint import read_checkpoint, step_checkpoints
 
 TINY = CONFIGS / "tiny.yaml"
 
 
-def final_weights(run):
-    state = load_checkpoint(step_checkpoints(run)[-1])
-    return (state["step"], state["generator"], state["discriminator"], state["opt_g"],
-            state["generator_ema"]["weights"])
-
-
-def assert_same_weights(a, b):
-    (sa, ga, da, oa, ea), (sb, gb, db, ob, eb) = a, b
-    assert sa == sb
-    for x, y in ((ga, gb), (da, db), (ea, eb)):
-        assert x.keys() == y.keys()
-        for k in x:
-            assert torch.equal(x[k], y[k]), k
-    for k, v in oa["state"].items():
-        assert torch.equal(v["exp_avg"], ob["state"][k]["exp_avg"])
+def assert_same_final_checkpoint(run_a, run_b):
+    """Every tensor and value of the last checkpoint of two runs is the same: models, weight
+    average, optimizers, scaler, loader position, progress and torch's RNG state."""
+    a, b = last_checkpoint(run_a), last_checkpoint(run_b)
+    assert a.step == b.step and a.model_args == b.model_args and a.transform == b.transform
+    assert_same_state(a.parts, b.parts)
 
 
 @pytest.fixture(scope="module")
@@ -55,14 +45,15 @@ def test_run_directory_holds_what_it_promises(uninterrupted):
     assert all(k in lines[0] for k in ("loss_g", "d_real", "d_fake", "grad_norm_d", "grad_norm_g", "images_per_s"))
     fid = [ln for ln in lines if "fid_score" in ln]
     assert [ln["step"] for ln in fid] == [8, 16, 24, 32, 40]
-    state = load_checkpoint(step_checkpoints(run)[-1])
-    for key in ("generator", "generator_ema", "discriminator", "opt_g", "opt_d", "scaler", "loader", "rng", "config",
-                "model_args", "transform", "fidelity"):
-        assert key in state, key
-    assert state["loader"]["epoch"] == 3 and state["loader"]["step"] == 4  # 40 = 3 * 12 + 4
-    best = load_checkpoint(run / "checkpoints" / "best.pt")
-    assert best["step"] == state["fidelity"]["best_step"]
-    assert min(ln["fid_score"] for ln in fid) == state["fidelity"]["best_score"]
+    ckpt = last_checkpoint(run)
+    assert sorted(ckpt.parts) == sorted(("generator", "generator_ema", "discriminator", "opt_g", "opt_d", "scaler",
+                                         "loader", "progress", "rng"))
+    assert ckpt.parts["loader"]["epoch"] == 3 and ckpt.parts["loader"]["step"] == 4  # 40 = 3 * 12 + 4
+    assert ckpt.model_args.image_size == 32 and not ckpt.support.conditional and ckpt.side_angle_deg == 1.75
+    best = read_checkpoint(run / "checkpoints" / "best.pt")
+    progress = ckpt.parts["progress"]
+    assert best.step == progress["best_step"]
+    assert min(ln["fid_score"] for ln in fid) == progress["best_score"]
 
 
 def test_sigkill_and_resume_end_with_identical_weights(tiny_data, uninterrupted, tmp_path):
@@ -78,10 +69,10 @@ def test_sigkill_and_resume_end_with_identical_weights(tiny_data, uninterrupted,
         time.sleep(0.002)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    killed_at = load_checkpoint(step_checkpoints(run)[-1])["step"]
+    killed_at = last_checkpoint(run).step
     assert killed_at < 40
     run_cli(*cmd[3:], check=True)  # the same command resumes
-    assert_same_weights(final_weights(run), final_weights(uninterrupted))
+    assert_same_final_checkpoint(run, uninterrupted)
     steps = [json.loads(ln)["step"] for ln in (run / "metrics.jsonl").read_text().splitlines()
              if "loss_d" in ln]
     assert steps == list(range(4, 41, 4))  # redone steps are logged once
@@ -104,10 +95,10 @@ def test_signal_checkpoints_and_exits_75(tiny_data, uninterrupted, tmp_path, sig
         pytest.skip("training ended before the signal arrived")
     assert proc.returncode == 75, err
     assert f"{sig.name} at step" in out
-    stopped = load_checkpoint(step_checkpoints(run)[-1])["step"]
+    stopped = last_checkpoint(run).step
     assert 0 < stopped < 40
     run_cli(*cmd[3:], check=True)
-    assert_same_weights(final_weights(run), final_weights(uninterrupted))
+    assert_same_final_checkpoint(run, uninterrupted)
 
 
 def test_divergence_stops_with_the_last_good_checkpoint(tiny_data, tmp_path, monkeypatch):
@@ -145,12 +136,12 @@ def test_learning_rates_follow_the_schedule(uninterrupted):
     """tiny.yaml decays both rates: the last update ran at lr x schedule(steps - 1)."""
     from pipeline.train.fit import lr_schedule
 
-    state = load_checkpoint(step_checkpoints(uninterrupted)[-1])
-    tc = state["config"]["train"]
-    assert tc["lr_decay"] == "cosine"
-    factor = lr_schedule(39, 40, "cosine", tc["lr_final_fraction"])
-    assert state["opt_g"]["param_groups"][0]["lr"] == pytest.approx(tc["lr_g"] * factor, rel=1e-12)
-    assert state["opt_d"]["param_groups"][0]["lr"] == pytest.approx(tc["lr_d"] * factor, rel=1e-12)
+    ckpt = last_checkpoint(uninterrupted)
+    tc = ckpt.config.train
+    assert tc.lr_decay == "cosine"
+    factor = lr_schedule(39, 40, "cosine", tc.lr_final_fraction)
+    assert ckpt.parts["opt_g"]["param_groups"][0]["lr"] == pytest.approx(tc.lr_g * factor, rel=1e-12)
+    assert ckpt.parts["opt_d"]["param_groups"][0]["lr"] == pytest.approx(tc.lr_d * factor, rel=1e-12)
     assert factor < 0.2
 
 
@@ -161,9 +152,9 @@ def test_precision_and_layout_options_train(tiny_data, tmp_path, setting):
     run = tmp_path / "run"
     run_main("train", "--config", TINY, "--data", tiny_data, "--run", run, "--quiet",
              "--set", "train.steps=4", "--set", setting, check=True)
-    state = load_checkpoint(step_checkpoints(run)[-1])
-    assert state["step"] == 4
-    assert all(torch.isfinite(v).all() for v in state["generator"].values() if v.is_floating_point())
+    ckpt = last_checkpoint(run)
+    assert ckpt.step == 4
+    assert all(torch.isfinite(v).all() for v in ckpt.parts["generator"].values() if v.is_floating_point())
 
 
 def test_generated_maps_are_kappa(tiny_data, uninterrupted, tmp_path):
@@ -174,5 +165,5 @@ def test_generated_maps_are_kappa(tiny_data, uninterrupted, tmp_path):
     run_main("generate", "--run", uninterrupted, "--n", 20, "--out", out, "--quiet", check=True)
     run_main("verify-data", out, check=True)
     maps = MapDataset(out).read(np.arange(20))[0]
-    shift = load_checkpoint(step_checkpoints(uninterrupted)[-1])["transform"]["shift"]
+    shift = last_checkpoint(uninterrupted).transform.shift
     assert maps.min() >= -shift and maps.std() > 0

@@ -108,7 +108,7 @@ class DDPBackend(Backend):
 
         import torch.distributed as dist
 
-        from pipeline.dist.launch import rendezvous
+        from pipeline.parallel.launch import rendezvous
 
         self.dist = dist
         self.rank, self.world_size, self.local_rank = launch.rank, launch.world_size, launch.local_rank
@@ -228,7 +228,7 @@ class HorovodBackend(Backend):
 def make_backend(name: str, device: str = "auto", timeout_s: float = 300.0) -> Backend:
     """The backend for this process. "auto": one process -> single; torchrun or srun without
     MPI -> ddp; an MPI launcher -> horovod when installed, else ddp."""
-    from pipeline.dist.launch import discover
+    from pipeline.parallel.launch import discover
 
     launch = discover()
     if name == "auto":

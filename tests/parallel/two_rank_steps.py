@@ -8,20 +8,18 @@ MODE "equivalence": BatchNorm in eval mode (per-map, so the global batch splits 
     computed on rank 0 from the same initial weights; reports the largest difference.
 """
 
-import contextlib
 import copy
 import json
 import sys
 
 import torch
 
-from pipeline.dist.backend import make_backend
-from pipeline.dist.comm import world
-from pipeline.models import build_models
-from pipeline.train.step import StepNoise, gan_step
+from pipeline.parallel.backend import make_backend
+from pipeline.parallel.comm import world
+from pipeline.models import ModelArgs, build_models
+from pipeline.train.step import Batch, GANParts, StepNoise, gan_step
 
-ARGS = {"image_size": 32, "z_dim": 16, "g_channels": 8, "d_channels": 8, "kernel_size": 5,
-        "upsample": "transposed", "padding": "zeros"}
+ARGS = ModelArgs(image_size=32, z_dim=16, g_channels=8, d_channels=8)
 
 
 def optimizers(gen, disc):
@@ -38,9 +36,10 @@ def batch_of(step, size, offset=0):
     """Rows offset .. offset+size of step's global batch of 8 maps and their noise."""
     g = torch.Generator().manual_seed(1000 + step)
     real = torch.rand(8, 1, 32, 32, generator=g) * 2 - 1
-    noise = StepNoise.draw(step, 8, ARGS["z_dim"], 0.25)
+    noise = StepNoise.draw(step, 8, ARGS.z_dim, 0.25)
     sl = slice(offset, offset + size)
-    return real[sl], StepNoise(noise.z[sl], noise.real_labels[sl], noise.fake_labels[sl])
+    return (Batch(real[sl], torch.zeros(size, 0)),
+            StepNoise(noise.z[sl], noise.real_labels[sl], noise.fake_labels[sl], noise.params[sl]))
 
 
 def main(backend_name, mode):
@@ -61,25 +60,21 @@ def main(backend_name, mode):
     opt_d = backend.wrap_optimizer(opt_d, disc, "discriminator")
     backend.broadcast_state([gen, disc], [opt_g, opt_d])
     scaler = torch.amp.GradScaler("cpu", enabled=False)
+    parts = GANParts(train_gen, train_disc, opt_g, opt_d, scaler, frozen_disc=disc)
     out = {}
     if mode == "identical":
         sums = []
         for step in range(4):
-            real, noise = batch_of(step, 4, 4 * comm.rank)
-            gan_step(train_gen, train_disc, opt_g, opt_d, scaler, real, noise, contextlib.nullcontext(),
-                     frozen_disc=disc)
+            gan_step(parts, *batch_of(step, 4, 4 * comm.rank))
             sums.append(comm.allgather(checksum(gen, disc)))
         out = {"checksums": sums}
     else:
         for step in range(3):
-            real, noise = batch_of(step, 4, 4 * comm.rank)
-            gan_step(train_gen, train_disc, opt_g, opt_d, scaler, real, noise, contextlib.nullcontext(),
-                     frozen_disc=disc)
+            gan_step(parts, *batch_of(step, 4, 4 * comm.rank))
         if comm.rank == 0:
-            ref_opt_g, ref_opt_d = optimizers(ref_gen, ref_disc)
+            ref_parts = GANParts(ref_gen, ref_disc, *optimizers(ref_gen, ref_disc), scaler)
             for step in range(3):
-                real, noise = batch_of(step, 8)
-                gan_step(ref_gen, ref_disc, ref_opt_g, ref_opt_d, scaler, real, noise, contextlib.nullcontext())
+                gan_step(ref_parts, *batch_of(step, 8))
             with torch.no_grad():
                 now = list(gen.parameters()) + list(disc.parameters())
                 ref = list(ref_gen.parameters()) + list(ref_disc.parameters())

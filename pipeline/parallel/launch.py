@@ -15,7 +15,7 @@ import os
 import socket
 from dataclasses import dataclass
 
-from pipeline.dist.comm import launched_under_mpi, world
+from pipeline.parallel.comm import launched_under_mpi, world
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The process group of a batch stage: MPI when launched by mpirun/srun, else one process.
 
-Only pipeline/dist reads launcher environment variables. Stages ask for
+Only pipeline/parallel reads launcher environment variables. Stages ask for
 ``world()`` and use the small subset of the mpi4py API that ``SerialComm``
 mirrors (rank, size, bcast, gather, allgather, allreduce, barrier, Abort), so
 the same code runs as a single process without mpi4py installed.

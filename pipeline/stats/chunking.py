@@ -5,20 +5,20 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import _core
-from ._backend import (Prepared, StatsInputError, check_edges, check_side_angle,
+from . import kernels
+from .inputs import (Prepared, StatsInputError, check_edges, check_side_angle,
                        default_chunk_size, prepare_maps)
 
 
-def spectrum_plan(n_side: int, side_angle_deg, l_edges) -> _core.SpectrumPlan:
+def spectrum_plan(n_side: int, side_angle_deg, l_edges) -> kernels.SpectrumPlan:
     side = check_side_angle(side_angle_deg)
     edges = check_edges(l_edges, "l_edges", nonneg=True)
-    return _core.spectrum_plan(n_side, side, tuple(edges.tolist()))
+    return kernels.spectrum_plan(n_side, side, tuple(edges.tolist()))
 
 
-def threshold_plan(thresholds, name: str = "thresholds") -> _core.ThresholdPlan:
+def threshold_plan(thresholds, name: str = "thresholds") -> kernels.ThresholdPlan:
     t = check_edges(thresholds, name)
-    return _core.threshold_plan(tuple(t.tolist()))
+    return kernels.threshold_plan(tuple(t.tolist()))
 
 
 def check_flag(value, name: str) -> bool:
@@ -43,11 +43,11 @@ def run(prep: Prepared, chunk_size: int, **plans) -> dict:
     parts: dict[str, list] = {}
     with torch.no_grad():
         for start in range(0, x.shape[0], chunk_size):
-            res = _core.compute_chunk(x[start:start + chunk_size], **plans)
+            res = kernels.compute_chunk(x[start:start + chunk_size], **plans)
             for k, v in res.items():
                 parts.setdefault(k, []).append(v)
     if x.shape[0] == 0:          # empty batch: shapes from a one-map dry run
-        res = _core.compute_chunk(torch.zeros((1,) + tuple(x.shape[1:]), dtype=x.dtype,
+        res = kernels.compute_chunk(torch.zeros((1,) + tuple(x.shape[1:]), dtype=x.dtype,
                                               device=x.device), **plans)
         return {k: v[:0] for k, v in res.items()}
     return {k: torch.cat(v, 0) if len(v) > 1 else v[0] for k, v in parts.items()}

@@ -1,0 +1,105 @@
+"""The conditioning parameters of a model and their training support.
+
+A conditional model sees each cosmological parameter normalised over its training
+support [low, high] to [-1, 1]; an unconditional model has an empty support (no
+names) and sees (B, 0) values. The support is fitted from the training split's
+parameters, saved in every checkpoint, and used to refuse parameters outside it unless
+extrapolation is asked for (DESIGN.md, conditioning).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from pipeline.errors import DataError
+
+
+@dataclass(frozen=True)
+class ParamSupport:
+    """names: the parameters conditioned on, in the model's input order; low / high: each
+    one's training range, in its physical units (Omega_m, sigma_8 are dimensionless)."""
+
+    names: tuple[str, ...] = ()
+    low: tuple[float, ...] = ()
+    high: tuple[float, ...] = ()
+
+    def __post_init__(self):
+        if not len(self.names) == len(self.low) == len(self.high):
+            raise ValueError(f"support: {len(self.names)} names, {len(self.low)} lows, {len(self.high)} highs")
+        for name, lo, hi in zip(self.names, self.low, self.high):
+            if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+                raise DataError(f"support of {name}: [{lo}, {hi}] is not a finite range")
+
+    @property
+    def conditional(self) -> bool:
+        return bool(self.names)
+
+    @property
+    def ranges(self) -> dict[str, tuple[float, float]]:
+        """{name: (low, high)}; empty for an unconditional model."""
+        return {n: (lo, hi) for n, lo, hi in zip(self.names, self.low, self.high)}
+
+    @classmethod
+    def fit(cls, names: list[str], data_names: list[str], params: np.ndarray, where: str) -> ParamSupport:
+        """The support of ``names`` over a split's parameters (n, P_data) named ``data_names``."""
+        columns = _columns(names, data_names, where)
+        p = np.asarray(params, np.float64)[:, columns]
+        if len(p) == 0 or not np.isfinite(p).all():
+            raise DataError(f"{where}: parameters {list(names)} are missing or not finite")
+        return cls(tuple(names), tuple(float(v) for v in p.min(0)), tuple(float(v) for v in p.max(0)))
+
+    def select(self, data_names: list[str], params, where: str):
+        """The conditioning columns (n, P) of a dataset's parameters (n, P_data), in this order."""
+        return params[:, _columns(self.names, data_names, where)]
+
+    def normalise(self, params: torch.Tensor) -> torch.Tensor:
+        """Physical values (n, P) -> (n, P) with the support mapped onto [-1, 1] (a parameter
+        with a single training value maps to 0)."""
+        lo = torch.tensor(self.low, dtype=params.dtype, device=params.device)
+        hi = torch.tensor(self.high, dtype=params.dtype, device=params.device)
+        half = torch.where(hi > lo, (hi - lo) / 2, torch.ones_like(hi))
+        return (params - (lo + hi) / 2) / half
+
+    def check(self, params: np.ndarray, allow_extrapolation: bool, where: str) -> np.ndarray:
+        """Refuse values (n, P) for an unconditional model, non-finite ones, and ones outside
+        the support unless allow_extrapolation. Returns a boolean (n,) of rows outside it."""
+        p = np.asarray(params, np.float64)
+        if not self.conditional:
+            if p.size:
+                raise DataError(f"{where}: this run is unconditional; it takes no parameters")
+            return np.zeros(len(p), bool)
+        if p.ndim != 2 or p.shape[1] != len(self.names):
+            raise DataError(f"{where}: expected values of {list(self.names)}, got an array of shape {p.shape}")
+        bad = ~np.isfinite(p)
+        if bad.any():
+            i, j = map(int, np.argwhere(bad)[0])
+            raise DataError(f"{where}: {self.names[j]} of row {i} is {p[i, j]}, not a finite number")
+        lo, hi = np.array(self.low), np.array(self.high)
+        outside = (p < lo) | (p > hi)
+        if outside.any() and not allow_extrapolation:
+            i, j = map(int, np.argwhere(outside)[0])
+            raise DataError(f"{where}: {self.names[j]} = {p[i, j]:g} is outside the training support "
+                            f"[{lo[j]:g}, {hi[j]:g}] (--allow-extrapolation to ask for it)")
+        return outside.any(1)
+
+    def to_dict(self) -> dict:
+        return {"names": list(self.names), "low": list(self.low), "high": list(self.high)}
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str) -> ParamSupport:
+        try:
+            return cls(tuple(str(n) for n in d["names"]), tuple(float(v) for v in d["low"]),
+                       tuple(float(v) for v in d["high"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise DataError(f"{where}: malformed conditioning support ({e})") from None
+
+
+def _columns(names, data_names, where: str) -> list[int]:
+    missing = [n for n in names if n not in data_names]
+    if missing:
+        raise DataError(f"{where}: has no parameter {missing[0]!r} (it has {list(data_names)})")
+    return [list(data_names).index(n) for n in names]

@@ -1,0 +1,136 @@
+"""Builders of what the trainer holds: data, models, optimizers, precision, auxiliary terms.
+
+Each function builds one thing from the config and checks what it needs, so that
+``Trainer.__init__`` only wires them together (and every check runs before anything is
+written). Seeds come from (train.seed, stream) words (``seed_from``), never from a rank.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from pipeline.config import Config, TrainConfig
+from pipeline.data.loader import MapDataset, ShardedLoader
+from pipeline.data.transforms import PixelTransform
+from pipeline.errors import ConfigError, DataError
+from pipeline.models.args import ModelArgs
+from pipeline.models.dcgan import build_models
+from pipeline.parallel.backend import Backend
+from pipeline.train.aux_losses import SpectralLoss
+from pipeline.train.ema import GeneratorEMA
+
+# The seed streams of training: (seed, STREAM, ...) words for np.random.SeedSequence.
+STEP_NOISE, SAMPLE_NOISE, FIDELITY_NOISE, EMA_CALIBRATION, FIT_SAMPLE = range(5)
+
+
+def seed_from(*words: int) -> int:
+    """A torch seed from non-negative words. Streams (train.seed, s, ...): STEP_NOISE with
+    (rank, step), the same whenever the step is (re)run; SAMPLE_NOISE the fixed sample
+    grid's noise; FIDELITY_NOISE the fidelity check's; EMA_CALIBRATION the noise that
+    calibrates the weight average's BatchNorm; FIT_SAMPLE which maps the pixel transform,
+    the spectral target and the fidelity reference are measured on."""
+    return int(np.random.SeedSequence(list(words)).generate_state(1)[0])
+
+
+def sample_indices(n_total: int, n: int, seed: int) -> np.ndarray:
+    """min(n, n_total) distinct map indices drawn at random (seeded), in file order: a
+    sample of the whole split, whatever order its maps were written in."""
+    if n >= n_total:
+        return np.arange(n_total)
+    rng = np.random.Generator(np.random.PCG64(seed))
+    return np.sort(rng.choice(n_total, size=n, replace=False))
+
+
+@dataclass
+class TrainingData:
+    """The training split's loader, the validation split, and their geometry (side in degrees)."""
+
+    loader: ShardedLoader
+    validation: MapDataset
+    side_angle_deg: float
+    map_size: int
+
+
+def open_training_data(cfg: Config, data_dir: Path, backend: Backend) -> TrainingData:
+    lc = cfg.loader
+    loader = ShardedLoader(data_dir / "train", lc.batch_size, backend.rank, backend.world_size, seed=lc.seed,
+                           shuffle=lc.shuffle, augment=lc.augment, num_workers=lc.num_workers)
+    manifest = loader.data.manifest
+    h, w = manifest.map_shape
+    if h != w or h % 16:
+        raise DataError(f"{data_dir / 'train'}: maps are {h}x{w}; the DCGAN needs square maps "
+                        "whose side is a multiple of 16")
+    if cfg.model.image_size and cfg.model.image_size != h:
+        raise ConfigError(f"model.image_size is {cfg.model.image_size} but the maps in "
+                          f"{data_dir / 'train'} are {h}x{w}")
+    validation = MapDataset(data_dir / "validation")
+    if validation.manifest.map_shape != (h, w):
+        raise DataError(f"{data_dir / 'validation'}: maps are {validation.manifest.map_shape}, "
+                        f"the training maps {h}x{w}")
+    return TrainingData(loader, validation, manifest.side_angle_deg, h)
+
+
+def read_sample(data: MapDataset, n: int, seed: int, chunk: int = 256):
+    """Yield the maps (kappa) of a seeded random sample of n maps, ``chunk`` at a time."""
+    idx = sample_indices(len(data), n, seed)
+    for start in range(0, len(idx), chunk):
+        yield data.read(idx[start:start + chunk])[0]
+
+
+def fit_transform(cfg: Config, data: MapDataset) -> PixelTransform:
+    """The pixel transform, fitted on transform.fit_maps maps drawn from the whole split."""
+    maps = np.concatenate(list(read_sample(data, cfg.transform.fit_maps, seed_from(cfg.train.seed, FIT_SAMPLE))))
+    return PixelTransform.fit(maps, cfg.transform)
+
+
+def build_networks(args: ModelArgs, tc: TrainConfig, backend: Backend, memory_format):
+    """(G, D), initialised from train.seed (generator first), on the backend's device."""
+    torch.manual_seed(tc.seed)
+    gen, disc = (m.to(backend.device).to(memory_format=memory_format) for m in build_models(args))
+    return gen, disc
+
+
+def learning_rate_factor(tc: TrainConfig, global_batch: int) -> float:
+    """The multiplier of lr_g / lr_d for this global batch (train.lr_scaling)."""
+    ratio = global_batch / tc.lr_reference_batch
+    return {"none": 1.0, "linear": ratio, "sqrt": ratio ** 0.5}[tc.lr_scaling]
+
+
+def build_optimizers(gen, disc, tc: TrainConfig, lr_factor: float, backend: Backend):
+    betas = (tc.beta1, tc.beta2)
+    opt_g = torch.optim.Adam(gen.parameters(), lr=tc.lr_g * lr_factor, betas=betas)
+    opt_d = torch.optim.Adam(disc.parameters(), lr=tc.lr_d * lr_factor, betas=betas)
+    # wrapped before any restore: Horovod's wrapper is a new optimizer that keeps only
+    # the param_groups of the one it wraps, not its state
+    return backend.wrap_optimizer(opt_g, gen, "generator"), backend.wrap_optimizer(opt_d, disc, "discriminator")
+
+
+def autocast_for(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    return torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+
+
+def build_spectral_loss(cfg: Config, data: MapDataset, transform: PixelTransform, size: int,
+                        device: torch.device) -> Callable | None:
+    """The weighted power-spectrum term ``f(fake, params)`` (train.spectral_weight), or None.
+    Its target: 1024 training maps drawn from the whole split (error ~1/sqrt(n modes))."""
+    weight = cfg.train.spectral_weight
+    if weight <= 0:
+        return None
+    spectral = SpectralLoss(size, read_sample(data, 1024, seed_from(cfg.train.seed, FIT_SAMPLE, 1), 128),
+                            transform, device)
+    return lambda fake, params: weight * spectral(fake)
+
+
+def build_ema(gen, tc: TrainConfig, batch_size: int, z_dim: int) -> GeneratorEMA | None:
+    """The moving average of G's weights (train.ema_decay), started from G's current weights."""
+    if tc.ema_decay <= 0:
+        return None
+    z = torch.randn(8 * batch_size, z_dim, generator=torch.Generator().manual_seed(seed_from(tc.seed, EMA_CALIBRATION)))
+    return GeneratorEMA(gen, tc.ema_decay, z, batch_size)
