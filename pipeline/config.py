@@ -355,7 +355,9 @@ class TransformConfig:
 class TrainConfig:
     """The training loop. Steps count generator updates; every *_every is in steps.
 
-    precision: "fp32", "bf16" or "fp16" (autocast; fp16 with a gradient scaler); device: "auto" (CUDA when present),
+    precision: "fp32", "bf16" or "fp16" (autocast; fp16 with a gradient scaler), or "auto": bf16
+    where the device computes it natively (CUDA with bf16; a CPU with AVX512-BF16 or AMX), else
+    fp32 (a CPU without them emulates bf16, many times slower than fp32); device: "auto" (CUDA when present),
     "cpu" or "cuda"; backend: "single" (one process), "ddp", "horovod" or "auto" (single
     for one process, horovod under an MPI launcher when installed, else ddp). lr_*: Adam
     learning rates at the global batch lr_reference_batch, scaled to the actual global
@@ -381,7 +383,7 @@ class TrainConfig:
     beta2: float = 0.999
     label_flip: float = 0.01
     seed: int = 0
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
     channels_last: bool = False
     compile: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"

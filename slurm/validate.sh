@@ -28,7 +28,8 @@
 # (maps to generate; default: as many as REFERENCE holds), OUT (default RUN/validation),
 # STATS_CACHE (where reference statistics are kept and reused; default OUT/stats), PYTHON
 # or VENV, IMAGE, SRUN_MPI (default pmi2), SRUN_FLAGS. Arguments are passed on to
-# `cosmogan validate` (e.g. --set generate.seed=1 --set validation.ps_max_rel_err=0.05).
+# `cosmogan validate` (e.g. --config my-bins.yaml --set generate.seed=1
+# --set validation.ps_max_rel_err=0.05: stats, validation and generate settings over the run's).
 set -uo pipefail
 
 # The repository (holds slurm/env.sh): COSMOGAN_ROOT, else the submitted script's directory

@@ -91,7 +91,8 @@ class Trainer:
         self.global_batch = cfg.loader.batch_size * backend.world_size
         self.lr_factor = setup.learning_rate_factor(tc, self.global_batch)
         opt_g, opt_d = setup.build_optimizers(self.gen, self.disc, tc, self.lr_factor, backend)
-        scaler = torch.amp.GradScaler(backend.device.type, enabled=tc.precision == "fp16")
+        self.precision = setup.resolve_precision(tc.precision, backend.device)
+        scaler = torch.amp.GradScaler(backend.device.type, enabled=self.precision == "fp16")
         self.ema = setup.build_ema(self.gen, tc, cfg.loader.batch_size, self.args.z_dim)
         self.progress = Progress()
 
@@ -110,7 +111,7 @@ class Trainer:
             self.resumed_from = resume.path
             del resume  # its tensors are in the parts now
 
-        self.autocast = setup.autocast_for(tc.precision, backend.device)
+        self.autocast = setup.autocast_for(self.precision, backend.device)
         train_gen, train_disc = backend.wrap_model(self.gen, "generator"), backend.wrap_model(self.disc, "discriminator")
         frozen_disc = self.disc  # the generator step's D: no gradients, so no wrapper
         if tc.compile:
@@ -228,9 +229,12 @@ class Trainer:
         if backend.is_main:
             start = f"resuming from {self.resumed_from}" if self.resumed_from else "starting"
             print(f"train: {start}; per-rank batch {self.cfg.loader.batch_size}, global batch {self.global_batch} "
-                  f"on {backend.world_size} rank(s) ({backend.name}, {backend.device}); learning rates x"
+                  f"on {backend.world_size} rank(s) ({backend.name}, {backend.device}, {self.precision}); learning rates x"
                   f"{self.lr_factor:.3g} ({tc.lr_scaling} scaling from global batch {tc.lr_reference_batch}); "
                   f"{self.data.loader.steps_per_epoch} steps per epoch", flush=True)
+            if self.precision == "bf16" and not setup.native_bf16(backend.device):
+                print(f"train: warning: {backend.device} has no native bf16 (AVX512-BF16 or AMX): autocast emulates "
+                      "it, many times slower than fp32; train.precision=auto picks fp32 here", flush=True)
             if backend.world_size > 1:
                 print("train: ranks (pid@host): " + ", ".join(f"{r}={p}" for r, p in enumerate(places)), flush=True)
 

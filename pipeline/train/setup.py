@@ -111,6 +111,28 @@ def build_optimizers(gen, disc, tc: TrainConfig, lr_factor: float, backend: Back
     return backend.wrap_optimizer(opt_g, gen, "generator"), backend.wrap_optimizer(opt_d, disc, "discriminator")
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 in hardware: on CUDA, what torch reports; on a CPU, what
+    oneDNN reports (AVX512-BF16 or AMX), read from /proc/cpuinfo where torch cannot say."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        try:
+            flags = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+        return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """train.precision as run: "auto" is bf16 where the device has it natively, else fp32."""
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return precision
+
+
 def autocast_for(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     return torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()

@@ -81,7 +81,7 @@ def test_checkpoint_under_two_ranks_resumes_identically(tiny_data, tmp_path, bac
     shutil.copy(straight / "checkpoints" / "step-00000012.pt", resumed / "checkpoints")
     proc = run_cli(*common, "--run", resumed, ranks=2, check=True)
     assert "resuming from" in proc.stdout and "step-00000012.pt" in proc.stdout
-    assert f"({backend}, cpu)" in proc.stdout
+    assert f"({backend}, cpu, fp32)" in proc.stdout
     a, b = last_checkpoint(straight), last_checkpoint(resumed)
     assert a.step == b.step == 24
     assert_same_state(a.parts, b.parts)

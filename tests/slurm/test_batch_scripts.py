@@ -99,7 +99,7 @@ def final_checkpoint(run):
 def test_train_two_tasks_ddp(reference_run):
     run, log, info = reference_run
     text = job_log(log)
-    assert "on 2 rank(s) (ddp, cpu)" in text, text
+    assert "on 2 rank(s) (ddp, cpu, fp32)" in text, text
     assert info["Restarts"] == "0"
     ckpt = final_checkpoint(run)
     assert ckpt.step == STEPS and ckpt.parts["generator"] and ckpt.parts["discriminator"]

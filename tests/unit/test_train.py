@@ -145,7 +145,8 @@ def test_learning_rates_follow_the_schedule(uninterrupted):
     assert factor < 0.2
 
 
-@pytest.mark.parametrize("setting", ["train.precision=bf16", "train.precision=fp16", "train.channels_last=true",
+@pytest.mark.parametrize("setting", ["train.precision=bf16", "train.precision=fp16", "train.precision=auto",
+                                     "train.channels_last=true",
                                      "train.compile=true", "model.upsample=resize_conv",
                                      "model.kernel_size=4", "model.padding=circular"])
 def test_precision_and_layout_options_train(tiny_data, tmp_path, setting):

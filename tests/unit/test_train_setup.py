@@ -32,3 +32,17 @@ def test_transform_of_a_dataset_written_in_parameter_order_sees_every_cosmology(
     sample = maps.astype(np.float32)[sample_indices(600, 64, seed_from(3, FIT_SAMPLE))]
     assert fitted == PixelTransform.fit(sample, cfg.transform)
     assert fitted.shift > 0.045 * 1.05  # set by a deep map's void, not by the first cosmology's -0.01
+
+
+def test_precision_auto_is_bf16_only_where_the_device_has_it(monkeypatch):
+    """A CPU without AVX512-BF16 or AMX emulates bf16 (22x slower than fp32 on an AVX2 EPYC,
+    docs/benchmarks.md), so "auto" takes fp32 there; explicit choices are kept."""
+    import torch
+
+    from pipeline.train import setup
+
+    cpu = torch.device("cpu")
+    for native, expected in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(setup, "native_bf16", lambda device, native=native: native)
+        assert setup.resolve_precision("auto", cpu) == expected
+        assert setup.resolve_precision("bf16", cpu) == "bf16" and setup.resolve_precision("fp32", cpu) == "fp32"
