@@ -130,8 +130,8 @@ def compare_statistic(xa: np.ndarray, xb: np.ndarray, name: str = "") -> Statist
     worst = int(np.nanargmax(np.abs(rel))) if finite.any() else None
     return StatisticComparison(
         name=name, n_bins=int(xa.shape[1]),
-        mean_a=ma.tolist(), mean_b=mb.tolist(), rel_diff=_listify(rel), rel_diff_se=_listify(rel_se),
-        ks_statistic=ks_d.tolist(), ks_pvalue=ks_p.tolist(),
+        mean_a=_listify(ma), mean_b=_listify(mb), rel_diff=_listify(rel), rel_diff_se=_listify(rel_se),
+        ks_statistic=_listify(ks_d), ks_pvalue=_listify(ks_p),
         worst_bin=worst,
         worst_rel_diff=None if worst is None else float(rel[worst]),
         median_abs_rel_diff=float(np.nanmedian(np.abs(rel))) if finite.any() else None,
@@ -162,6 +162,7 @@ def _chi2(xa, xb, diff) -> tuple[float | None, int]:
 
 
 def _listify(a: np.ndarray) -> list:
+    """Floats, with None for what is undefined (summary.json is strict JSON)."""
     return [None if not math.isfinite(x) else float(x) for x in a]
 
 

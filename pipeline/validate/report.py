@@ -361,8 +361,8 @@ def _per_bin_html(summary: ValidationSummary) -> str:
         for j in range(r.n_bins):
             rel, se = r.rel_diff[j], r.rel_diff_se[j]
             rel_s = "n/a" if rel is None else f"{rel:+.2%} ± {se:.2%}"
-            rows.append(f"<tr><td>{j}</td><td>{axis[j] / scale:.4g}</td><td>{r.mean_a[j]:.4g}</td>"
-                        f"<td>{r.mean_b[j]:.4g}</td><td>{rel_s}</td><td>{r.ks_pvalue[j]:.3g}</td></tr>")
+            rows.append(f"<tr><td>{j}</td><td>{axis[j] / scale:.4g}</td><td>{_num(r.mean_a[j], '.4g')}</td>"
+                        f"<td>{_num(r.mean_b[j], '.4g')}</td><td>{rel_s}</td><td>{_num(r.ks_pvalue[j])}</td></tr>")
         parts.append(f"<details><summary>{DISPLAY.get(name, html.escape(name))}</summary><table><thead><tr>"
                      f"<th>bin</th><th>{sym}</th><th>reference mean</th><th>emulator mean</th>"
                      "<th>relative difference ± error</th><th>KS p</th></tr></thead><tbody>"
