@@ -49,7 +49,7 @@ def test_int_is_accepted_where_float_expected():
     ("train.ema_decay=1.0", "train.ema_decay: must be in [0, 1)"),
     ("model.kernel_size=1", "model.kernel_size: must be an integer >= 2"),
     ("model.padding=reflect", "model.padding: must be one of zeros, circular; got 'reflect'"),
-    ("train.precision=true", "train.precision: must be one of fp32, bf16, fp16; got True"),
+    ("train.precision=true", "train.precision: must be one of fp32, bf16, fp16, auto; got True"),
     ("cosmology.design.kind=sobol", "cosmology.design.kind: must be one of grid, latin_hypercube, points"),
     ("cosmology.design.kind=latin_hypercube", "cosmology.design.n_points: must be positive"),
     ("data.splits.test.extra_points=[{Omega_m: 0.3}]", "data.splits.test.extra_points[0]: expected a mapping of"),
