@@ -153,7 +153,8 @@ fidelity() {
     OMP_NUM_THREADS=1 "${mpi[@]}" "$PY" -m pipeline validate --run "$OUT/run" --reference "$data/test" \
         --n "$N_EVAL" --out "$OUT/report" --quiet
     local rc=$?
-    (( rc == 0 )) || return "$rc"
+    # 3: the verdict is FAIL; that is a measured result (in summary.md), not a broken stage
+    (( rc == 0 || rc == 3 )) || return "$rc"
     grep images_per_s "$OUT/run/metrics.jsonl" | tail -n 1
 }
 

@@ -1,8 +1,9 @@
 """The ``cosmogan`` command line: one subcommand per stage. The only module that parses argv.
 
-User errors (PipelineError) become one line on stderr and exit status 1;
-usage errors exit 2 (argparse). Under MPI only rank 0 prints an error that
-every rank raised identically (preflight checks run on all ranks).
+User errors (PipelineError) become one line on stderr and exit status 1; usage errors
+exit 2 (argparse); a validation whose verdict is FAIL exits 3. Under MPI only rank 0
+prints an error that every rank raised identically (preflight checks run on all ranks);
+an error on one rank alone is printed by that rank and aborts the job (docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -13,6 +14,12 @@ from pathlib import Path
 
 from pipeline import __version__
 from pipeline.errors import PipelineError
+from pipeline.parallel.comm import one_process
+
+# Exit statuses: 0 done; 1 a user error (one line on stderr); 2 a usage error (argparse);
+# 3 validate ran and its verdict is FAIL; 75 train checkpointed on a signal (run it again
+# to resume); 130 interrupted.
+EXIT_VALIDATION_FAILED = 3
 
 
 def _make_data(args) -> None:
@@ -38,16 +45,18 @@ def _import(args, maps, source_key=None) -> None:
         raise PipelineError("--param-names given without --params")
     m = import_maps(maps, args.out, args.side_angle_deg, args.file, source_key=source_key,
                     shard_size=args.shard_size, params=params, param_names=names,
-                    progress=not args.quiet)
+                    progress=not args.quiet, params_path=args.params)
     print(f"{args.out}: {m.n_maps} maps {m.map_shape[0]}x{m.map_shape[1]}, {len(m.shards)} shards")
 
 
+@one_process
 def _import_npy(args) -> None:
     from pipeline.data.importers import load_npy_maps
 
     _import(args, load_npy_maps(args.file))
 
 
+@one_process
 def _import_h5(args) -> None:
     from pipeline.data.importers import open_h5_maps
 
@@ -56,6 +65,7 @@ def _import_h5(args) -> None:
         _import(args, maps, source_key=args.key)
 
 
+@one_process
 def _verify_data(args) -> None:
     from pipeline.data.verify import verify_dataset
 
@@ -76,6 +86,7 @@ def _stats(args) -> None:
         print(f"{out}: statistics of {args.data}")
 
 
+@one_process
 def _compare(args) -> None:
     from pipeline.stats.compare import compare_tables, write_summary
 
@@ -99,7 +110,7 @@ def _train(args) -> int:
             raise PipelineError(f"--config is needed: {args.run} holds no config.yaml to resume with")
         config = saved
     cfg = load_config(config, args.set)
-    return train(cfg, args.data, args.run, progress=not args.quiet)
+    return train(cfg, args.data, args.run, progress=not args.quiet, allow_data_change=args.allow_data_change)
 
 
 def _generate(args) -> None:
@@ -127,7 +138,7 @@ def _validate(args) -> int:
             print(f"{name:>15}: {r.metric} {r.value:.3%} (threshold {r.threshold:.0%}) "
                   f"{'pass' if r.passed else 'FAIL'}; KS p > 0.05 in {r.ks_frac_above:.0%} of bins")
         print(f"validate: {'PASS' if v.passed else 'FAIL'}; report: {Path(args.out) / 'index.html'}")
-    return 0
+    return 0 if summary.verdicts.passed else EXIT_VALIDATION_FAILED
 
 
 def _overrides_and_quiet(s: argparse.ArgumentParser, what: str) -> None:
@@ -165,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     # --run-dir: the same; torchrun's own parser mistakes --run for its --run-path
     s.add_argument("--run", "--run-dir", dest="run", required=True,
                    help="run directory (checkpoints, metrics, samples)")
+    s.add_argument("--allow-data-change", action="store_true",
+                   help="resume a checkpoint made on another training dataset (refused without it)")
     _overrides_and_quiet(s, "override a config value (repeatable)")
     s.set_defaults(func=_train)
 
@@ -212,13 +225,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from pipeline.data.format import quiet_hdf5_handles
+
+    quiet_hdf5_handles()
     try:
         status = args.func(args)
     except PipelineError as e:
-        from pipeline.parallel.comm import world
+        from pipeline.parallel.comm import process_rank
 
-        if world().rank == 0:
+        if process_rank() == 0:  # every rank raised it alike; one line is enough
             sys.stderr.write(f"cosmogan: error: {e}\n")
+        from pipeline.data.format import hdf5_failed
+
+        if hdf5_failed():  # HDF5 would crash at exit over the file it could not write
+            from pipeline.data.format import exit_after_error
+
+            exit_after_error(1)
         return 1
     except KeyboardInterrupt:
         sys.stderr.write("cosmogan: interrupted\n")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass
@@ -92,6 +93,7 @@ class DesignConfig:
                         or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in r)):
                     raise ConfigError(f"{key}: expected [low, high], got {r!r}")
                 _positive(r[0], key)
+                _positive(r[1], key)
                 if not r[1] > r[0]:
                     raise ConfigError(f"{key}: high must exceed low, got {r}")
                 self.ranges[name] = [float(r[0]), float(r[1])]
@@ -479,6 +481,10 @@ class Config:
             if self.cosmology.Omega_b >= min(p[0] for p in self.split_points(split)):
                 raise ConfigError(f"cosmology.Omega_b: must be below every Omega_m of the {split} split's "
                                   "cosmologies")
+            # Flat LambdaCDM: Omega_Lambda = 1 - Omega_m must not be negative.
+            if max(p[0] for p in self.split_points(split)) > 1:
+                raise ConfigError(f"Omega_m: the {split} split's cosmologies reach Omega_m > 1 "
+                                  "(a flat universe with negative dark energy)")
         return self
 
     def split_design(self, split: str) -> DesignConfig:
@@ -528,11 +534,13 @@ def _read_yaml(path: str | Path) -> dict:
     except OSError as e:
         raise ConfigError(f"{path}: cannot read config ({e.strerror})") from None
     try:
-        raw = yaml.safe_load(text) or {}
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{path}: not valid YAML{at}") from None
+    if raw is None:  # an empty file is more likely a mistake than a wish for all defaults
+        raise ConfigError(f"{path}: is empty (write {{}} to take every default)")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections")
     return raw
@@ -634,13 +642,15 @@ def _coerce(tp, value, key):
                 continue
         raise ConfigError(f"{key}: {value!r} is not {_type_name(tp)}")
     if tp is float:
-        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
-            try:
-                return float(value)
+        if isinstance(value, str) and value.strip().lower() not in ("nan", "inf", "-inf", "infinity", "-infinity"):
+            try:  # YAML 1.1 reads 1e-4 (no dot) as a string
+                value = float(value)
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: must be a finite number, got {value}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -679,6 +689,8 @@ def _type_name(tp) -> str:
 
 
 def _positive(value, key):
+    if not math.isfinite(value):  # NaN passes `value <= 0`
+        raise ConfigError(f"{key}: must be a finite number, got {value}")
     if value <= 0:
         raise ConfigError(f"{key}: must be positive, got {value}")
 

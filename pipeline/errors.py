@@ -15,3 +15,14 @@ class ConfigError(PipelineError):
 
 class DataError(PipelineError):
     """A dataset, shard or manifest that is missing, corrupt or inconsistent."""
+
+
+def os_error_text(e: OSError) -> str:
+    """What went wrong, in one short line: the system's words for the errno (h5py's OSErrors
+    carry HDF5's multi-line report), else the first line of the message."""
+    import os
+
+    if e.errno:
+        return os.strerror(e.errno)
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

@@ -128,3 +128,9 @@ def trained_tiny(tiny_data, tmp_path_factory) -> Path:
     run_cli("train", "--config", CONFIGS / "tiny.yaml", "--data", tiny_data, "--run", run, "--quiet",
             "--set", "train.steps=8", check=True)
     return run
+
+
+# validate's verdict criteria loosened so far that any emulator passes: for tests about
+# something other than the verdict (validate exits 3 when it is FAIL)
+LENIENT = ("--set", "validation.ps_max_rel_err=1e9", "--set", "validation.mf_max_err_over_peak=1e9",
+           "--set", "validation.peaks_max_err_over_peak=1e9", "--set", "validation.pdf_max_err_over_peak=1e9")

@@ -10,9 +10,12 @@ is incomplete.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
+import math
 import os
+import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -106,8 +109,8 @@ class Manifest:
             raise DataError(f"{where}: malformed entry ({e})") from None
         if len(shape) != 2 or min(shape) <= 0:
             raise DataError(f"{where}: map_shape must be two positive sizes, got {list(shape)}")
-        if not m.side_angle_deg > 0:
-            raise DataError(f"{where}: side_angle_deg must be positive, got {m.side_angle_deg}")
+        if not (math.isfinite(m.side_angle_deg) and m.side_angle_deg > 0):
+            raise DataError(f"{where}: side_angle_deg must be a positive number, got {m.side_angle_deg}")
         expected_first = 0
         for s in shards:
             if Path(s.path).name != s.path:
@@ -172,6 +175,19 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             os.fsync(f.fileno())
 
 
+def remove_temporaries(directory: Path, prefix: str = ".") -> int:
+    """Delete the temporary files ``atomic_path`` leaves in ``directory`` (those whose names
+    start with ``prefix``) when a process is killed mid-write: never complete, so never
+    needed; returns how many. Call it only while holding the output's lock: another
+    writer's in-flight files look the same."""
+    n = 0
+    for stale in Path(directory).glob(f"{prefix}*.tmp") if Path(directory).is_dir() else ():
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()
+            n += 1
+    return n
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path):
     """Yield a temporary path beside ``path``; rename it into place on success, remove it on error."""
@@ -188,6 +204,86 @@ def atomic_path(path: Path):
         raise
 
 
+# -- HDF5 writes that fail -------------------------------------------------------------
+# A file HDF5 could not flush (a full disk) stays open in the library in a failed state:
+# its handles print "Exception ignored" tracebacks when freed, and HDF5's own clean-up at
+# interpreter exit then crashes (a segmentation fault). So a failed write is noted, the
+# handles' messages are silenced (the error is reported once, by the stage), and the
+# process leaves with os._exit once it has said so (``exit_after_error``).
+_hdf5_failed = False
+
+
+def ensure_space(directory: Path, nbytes: int, what: str) -> None:
+    """Refuse, with ENOSPC, a write of ``nbytes`` (plus 1 MiB for HDF5's metadata) into a
+    directory whose file system has less free: HDF5 must never meet a full disk, since it
+    keeps a file it could not flush in a failed state (see note_hdf5_failure)."""
+    st = os.statvfs(directory)
+    free = st.f_bavail * st.f_frsize
+    if free < nbytes + (1 << 20):
+        raise OSError(errno.ENOSPC, f"{what} needs {nbytes + (1 << 20)} bytes, {free} free")
+
+
+@contextlib.contextmanager
+def hdf5_write(path: Path, nbytes: int):
+    """h5py.File(path, "w") for about ``nbytes`` of data, the space checked first
+    (ensure_space) and a failure noted for ``exit_after_error``."""
+    ensure_space(Path(path).parent, nbytes, Path(path).name)
+    try:
+        f = h5py.File(path, "w")
+    except (OSError, RuntimeError):
+        note_hdf5_failure()
+        raise
+    try:
+        yield f
+        f.close()
+    except BaseException as e:
+        if isinstance(e, (OSError, RuntimeError)):
+            note_hdf5_failure()
+        with contextlib.suppress(Exception):
+            f.close()
+        raise
+
+def note_hdf5_failure() -> None:
+    global _hdf5_failed
+    _hdf5_failed = True
+
+
+def raised_by_hdf5(e: BaseException) -> bool:
+    """Whether h5py (hence HDF5) raised ``e``: a frame of its traceback is in h5py."""
+    tb = e.__traceback__
+    while tb is not None:
+        if "/h5py/" in tb.tb_frame.f_code.co_filename:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def quiet_hdf5_handles() -> None:
+    """Silence the "Exception ignored" reports of h5py handles freed after a failed write
+    (the failure itself is reported by the call that raised it); other ones still print."""
+    default = sys.unraisablehook
+
+    def quiet(unraisable):
+        if not (isinstance(unraisable.exc_value, (OSError, RuntimeError))
+                and "h5py" in f"{unraisable.object!r} {unraisable.err_msg}"):
+            default(unraisable)
+    sys.unraisablehook = quiet
+
+
+def exit_after_error(code: int) -> None:
+    """End the process with ``code``: os._exit after an HDF5 write failed (see above), else
+    a normal exit."""
+    if _hdf5_failed:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
+def hdf5_failed() -> bool:
+    return _hdf5_failed
+
+
 class ShardWriter:
     """Writes one shard under a temporary name; ``commit`` renames it into place.
 
@@ -202,8 +298,15 @@ class ShardWriter:
         self.first_index = first_index
         self._ctx = atomic_path(self.path)
         self._tmp = self._ctx.__enter__()
-        self._file = h5py.File(self._tmp, "w")
         h, w = map_shape
+        try:
+            ensure_space(self.path.parent, n_maps * (4 * h * w + 4 * len(param_names) + 8), self.path.name)
+            self._file = h5py.File(self._tmp, "w")
+        except BaseException as e:
+            if raised_by_hdf5(e):
+                note_hdf5_failure()
+            self._ctx.__exit__(type(e), e, None)
+            raise
         self.maps = self._file.create_dataset("maps", (n_maps, h, w), dtype=MAP_DTYPE, chunks=(1, h, w))
         self.params = self._file.create_dataset("params", (n_maps, len(param_names)), dtype=MAP_DTYPE)
         self._file.create_dataset("index", data=np.arange(first_index, first_index + n_maps, dtype=np.int64))
@@ -230,6 +333,8 @@ class ShardWriter:
 
     def __exit__(self, exc_type, exc, tb):
         if exc_type is not None:
+            if issubclass(exc_type, (OSError, RuntimeError)):
+                note_hdf5_failure()
             with contextlib.suppress(Exception):
                 self._file.close()
             self._ctx.__exit__(exc_type, exc, tb)

@@ -2,15 +2,18 @@
 
 Sources are read in blocks (np.load with mmap_mode="r", or h5py slicing), so a
 file far larger than memory streams through. The dataset is built in a
-temporary sibling directory and renamed into place only when every map has
-been checked finite, so a bad input leaves nothing behind.
+hidden sibling directory and renamed into place only when every map has
+been checked finite, so a bad input leaves nothing behind; a killed import
+resumes from its complete shards.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
+import math
 import shutil
-import tempfile
 from pathlib import Path
 
 import h5py
@@ -18,8 +21,10 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline import __version__
-from pipeline.data.format import Manifest, ShardWriter, shard_name, write_manifest
-from pipeline.errors import DataError
+from pipeline.data.format import (Manifest, ShardInfo, ShardWriter, file_sha256, note_hdf5_failure, raised_by_hdf5,
+                                  shard_name, write_manifest)
+from pipeline.errors import DataError, os_error_text
+from pipeline.locking import output_lock
 
 # Maps converted per block: bounds memory (256x256 float64: 64 blocks of 32 MiB).
 _BLOCK = 64
@@ -62,9 +67,9 @@ def _as_map_stack(arr, where: str):
     if arr.dtype.kind not in "fiu":
         raise DataError(f"{where}: dtype {arr.dtype} is not numeric")
     if arr.ndim == 4 and arr.shape[1] == 1:
-        return _Squeezed(arr, channel_axis=1)
-    if arr.ndim == 4 and arr.shape[3] == 1:
-        return _Squeezed(arr, channel_axis=3)
+        arr = _Squeezed(arr, channel_axis=1)
+    elif arr.ndim == 4 and arr.shape[3] == 1:
+        arr = _Squeezed(arr, channel_axis=3)
     if arr.ndim != 3:
         raise DataError(f"{where}: shape {tuple(arr.shape)} is not (n, H, W), (n, 1, H, W) or (n, H, W, 1)")
     if min(arr.shape) == 0:
@@ -87,35 +92,67 @@ class _Squeezed:
 
 def import_maps(maps, out_dir: str | Path, side_angle_deg: float, source_path: str | Path,
                 source_key: str | None = None, shard_size: int = 256, params=None, param_names: list[str] | None = None,
-                progress: bool = True) -> Manifest:
+                progress: bool = True, params_path: str | Path | None = None) -> Manifest:
     """Stream ``maps`` (n, H, W) into a dataset at out_dir; ``params`` (n, P) is optional.
 
-    side_angle_deg: the field's side in degrees. Maps are stored as float32
-    kappa; values are not transformed.
+    side_angle_deg: the field's side in degrees. Maps are stored as float32 kappa; values
+    are not transformed. The shards are written into a hidden sibling ``.NAME.import``,
+    which is renamed to out_dir when every map and parameter was found finite. A bad value
+    removes it (nothing is left); a killed import leaves it, and the same command run
+    again keeps its complete shards and writes only the rest.
     """
     out = Path(out_dir)
     source = f"{source_path}:{source_key}" if source_key else str(source_path)
-    if not side_angle_deg > 0:
-        raise DataError(f"--side-angle-deg must be positive, got {side_angle_deg}")
+    if not (math.isfinite(side_angle_deg) and side_angle_deg > 0):
+        raise DataError(f"--side-angle-deg must be a positive number of degrees, got {side_angle_deg}")
     if shard_size <= 0:
         raise DataError(f"--shard-size must be positive, got {shard_size}")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DataError(f"{out}: already exists and is not empty; choose another --out or remove it")
     n, h, w = maps.shape
     param_names = list(param_names or [])
+    repeated = sorted({p for p in param_names if param_names.count(p) > 1})
+    if repeated:
+        raise DataError(f"--param-names: {', '.join(repeated)} given more than once")
     if params is not None:
         if params.ndim != 2 or params.shape[0] != n or params.shape[1] != len(param_names):
             raise DataError(f"{source}: params have shape {tuple(params.shape)}, expected "
                             f"({n}, {len(param_names)}) to match the maps and --param-names")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    recipe = {"source": _describe(source_path), "source_key": source_key, "shard_size": shard_size,
+              "side_angle_deg": float(side_angle_deg), "param_names": param_names,
+              "params": _describe(params_path) if params_path is not None else None}
+    digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"{out.parent}: cannot create the output's directory ({os_error_text(e)})") from None
+    with output_lock(out, "import"):
+        try:
+            return _import(maps, out, source, source_path, source_key, side_angle_deg, shard_size, params,
+                           param_names, digest, progress)
+        except OSError as e:
+            if raised_by_hdf5(e):
+                note_hdf5_failure()
+            raise DataError(f"{out}: cannot write the dataset ({os_error_text(e)}); run the same command "
+                            "again to finish it") from None
+
+
+def _import(maps, out: Path, source: str, source_path, source_key, side_angle_deg, shard_size, params,
+            param_names, digest: str, progress: bool) -> Manifest:
+    n, h, w = maps.shape
+    tmp = out.with_name(f".{out.name}.import")
+    done = _resumable_shards(tmp, digest)
     try:
         shards = []
         with tqdm(total=n, desc=f"import {Path(source_path).name}", unit="map", disable=not progress) as bar:
             for k, first in enumerate(range(0, n, shard_size)):
                 count = min(shard_size, n - first)
+                if k in done:  # complete from a killed run of the same import
+                    shards.append(done[k])
+                    bar.update(count)
+                    continue
                 attrs = {"side_angle_deg": side_angle_deg, "units": "kappa (dimensionless)",
-                         "source": source}
+                         "source": source, "recipe_digest": digest}
                 with ShardWriter(tmp / shard_name(k), count, (h, w), param_names, first, attrs) as wr:
                     for start in range(first, first + count, _BLOCK):
                         stop = min(start + _BLOCK, first + count)
@@ -126,23 +163,62 @@ def import_maps(maps, out_dir: str | Path, side_angle_deg: float, source_path: s
                                             "contains NaN or Inf (or overflows float32)")
                         p = (np.zeros((stop - start, 0), np.float32) if params is None
                              else np.asarray(params[start:stop], np.float32))
+                        bad = ~np.isfinite(p).all(axis=1)
+                        if bad.any():
+                            raise DataError(f"--params: row {start + int(np.flatnonzero(bad)[0])} contains NaN or "
+                                            "Inf (or overflows float32)")
                         wr.write(start - first, block, p)
                         bar.update(stop - start)
                     shards.append(wr.commit())
         manifest = Manifest(n_maps=n, map_shape=(h, w), side_angle_deg=float(side_angle_deg),
                             param_names=param_names, shards=shards,
                             provenance={"generator": "import", "source": _describe(source_path),
-                                        "source_key": source_key,
+                                        "source_key": source_key, "recipe_digest": digest,
                                         "pipeline_version": __version__})
         write_manifest(tmp, manifest)
         if out.exists():
             out.rmdir()  # empty, checked above
         tmp.rename(out)
         return manifest
-    except BaseException:
+    except DataError:  # bad input: nothing is left behind
         with contextlib.suppress(OSError):
             shutil.rmtree(tmp)
         raise
+
+
+def _resumable_shards(tmp: Path, digest: str) -> dict[int, ShardInfo]:
+    """The complete shards a killed run of the same import left in ``tmp`` (created if
+    missing, mode per umask); anything else there (partial files, another import's shards)
+    is removed."""
+    if tmp.exists() and not tmp.is_dir():
+        tmp.unlink()
+    tmp.mkdir(exist_ok=True)
+    done = {}
+    for f in sorted(tmp.iterdir()):
+        k = _shard_number(f.name)
+        info = _complete_shard(f, digest) if k is not None else None
+        if info is None:
+            shutil.rmtree(f) if f.is_dir() else f.unlink()
+        else:
+            done[k] = info
+    return done
+
+
+def _shard_number(name: str) -> int | None:
+    if name.startswith("shard-") and name.endswith(".h5") and name[6:-3].isdigit():
+        return int(name[6:-3])
+    return None
+
+
+def _complete_shard(path: Path, digest: str) -> ShardInfo | None:
+    try:
+        with h5py.File(path, "r") as f:
+            if str(f.attrs.get("recipe_digest", "")) != digest:
+                return None
+            first, count = int(f["index"][0]), len(f["index"])
+    except (OSError, KeyError, IndexError):
+        return None
+    return ShardInfo(path.name, first, count, file_sha256(path))
 
 
 def _describe(path: str | Path) -> dict:

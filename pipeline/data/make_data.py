@@ -16,6 +16,9 @@ import numpy as np
 
 from pipeline.config import PARAM_NAMES, Config
 from pipeline.data.format import DesignRecord, Manifest
+from pipeline.errors import ConfigError, DataError
+from pipeline.locking import output_lock
+from pipeline.parallel.comm import from_rank0, world
 from pipeline.data.sharded import DatasetPlan, is_complete, write_sharded
 from pipeline.physics import MapModel
 
@@ -47,10 +50,50 @@ def split_plan(cfg: Config, out: Path, split: str) -> DatasetPlan:
                                    "seed_words": "(data.seed, split_number, map_index)"})
 
 
+BLOCK = 16  # maps synthesised per call of produce (and held in memory at once)
+
+
+def memory_needed(map_size: int, n_points: int) -> int:
+    """Bytes one rank needs to synthesise maps of map_size^2 pixels at n_points cosmologies:
+    per cosmology ~3 cached half-plane float64 spectra (12 N^2); per block of BLOCK maps the
+    float64 maps and their float32 copy (12 BLOCK N^2); the FFT temporaries of one map (~40 N^2)."""
+    n2 = map_size * map_size
+    return n2 * (12 * n_points + 12 * BLOCK + 40)
+
+
+def memory_available() -> int | None:
+    """Bytes this machine can still give a process (MemAvailable), or None where unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_memory(cfg: Config, n_points: int) -> None:
+    need, have = memory_needed(cfg.physics.map_size, n_points), memory_available()
+    if have is not None and need > have:
+        raise ConfigError(f"physics.map_size: {cfg.physics.map_size}-pixel maps need about {_size(need)} per rank "
+                          f"to synthesise; this machine has {_size(have)} available")
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.3g} {unit}" if unit != "B" else f"{n} B"
+        n /= 1024
+
+
 def make_all_splits(cfg: Config, out_dir: str | Path, progress: bool = True) -> dict[str, Manifest]:
     """Write out_dir/{train,validation,test}; returns their manifests (on every rank)."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: exists and is not a directory")
+    plans = [split_plan(cfg, out, split) for split in SPLITS]
+    check_memory(cfg, len({tuple(p) for plan in plans for p in plan.recipe["points"]}))
     model = MapModel(cfg.physics, cfg.cosmology)
-    plans = [split_plan(cfg, Path(out_dir), split) for split in SPLITS]
     for plan in plans:  # settings the model refuses fail here, on every rank alike
         for point in plan.recipe["points"]:
             if cfg.physics.field == "lognormal":
@@ -58,6 +101,11 @@ def make_all_splits(cfg: Config, out_dir: str | Path, progress: bool = True) -> 
     for plan in plans:  # a foreign dataset in any split fails before anything is written
         is_complete(plan)
 
+    with output_lock(out, "make-data", world().rank == 0, from_rank0):
+        return _write_splits(plans, model, progress)
+
+
+def _write_splits(plans: list[DatasetPlan], model: MapModel, progress: bool) -> dict[str, Manifest]:
     manifests = {}
     for plan in plans:
         seed, split_number = plan.recipe["seed"], plan.recipe["split_number"]
@@ -69,6 +117,6 @@ def make_all_splits(cfg: Config, out_dir: str | Path, progress: bool = True) -> 
             params = np.array([points[i % len(points)] for i in idx], np.float32)
             return maps.astype(np.float32), params
 
-        manifests[plan.recipe["split"]] = write_sharded(plan, produce, block=16,
+        manifests[plan.recipe["split"]] = write_sharded(plan, produce, block=BLOCK,
                                                         desc=f"make-data {plan.recipe['split']}", progress=progress)
     return manifests

@@ -22,8 +22,10 @@ import h5py
 
 from pipeline import __version__
 from pipeline.data.format import (MANIFEST_NAME, DesignRecord, Manifest, ShardInfo, ShardWriter, file_sha256, read_manifest,
+                                  remove_temporaries,
                                   shard_name, write_manifest)
-from pipeline.parallel.comm import progress_bar, rank_local_work, world
+from pipeline.locking import output_lock
+from pipeline.parallel.comm import from_rank0, progress_bar, rank_local_work, world
 from pipeline.errors import DataError
 
 
@@ -77,10 +79,16 @@ def write_sharded(plan: DatasetPlan, produce: Callable, block: int, desc: str, p
     comm = world()
     if is_complete(plan):
         return read_manifest(plan.out)
-    if comm.rank == 0:
-        plan.out.mkdir(parents=True, exist_ok=True)
-        for stale in plan.out.glob(".shard-*.tmp"):  # left by a killed run; never complete
-            stale.unlink()
+    with output_lock(plan.out, desc.split()[0], comm.rank == 0, from_rank0):
+        return _write_all(plan, produce, block, desc, progress)
+
+
+def _write_all(plan: DatasetPlan, produce: Callable, block: int, desc: str, progress: bool) -> Manifest:
+    comm = world()
+    with rank_local_work(f"{plan.out}: cannot write"):
+        if comm.rank == 0:
+            plan.out.mkdir(parents=True, exist_ok=True)
+            remove_temporaries(plan.out)  # shards and a manifest a killed run left half-written
     comm.barrier()
 
     n_shards = math.ceil(plan.n_maps / plan.shard_size)
@@ -100,7 +108,8 @@ def write_sharded(plan: DatasetPlan, produce: Callable, block: int, desc: str, p
                         "recipe_digest": plan.digest},
             shards=sorted((i for part in gathered for i in part), key=lambda s: s.first_index),
             design=plan.design)
-        write_manifest(plan.out, manifest)
+        with rank_local_work(f"{plan.out}: cannot write the manifest"):
+            write_manifest(plan.out, manifest)
     return comm.bcast(manifest, root=0)
 
 

@@ -13,7 +13,7 @@ import functools
 import os
 import sys
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, os_error_text
 
 # Set by MPICH/Hydra and by srun --mpi=pmi2 (PMI_*), Open MPI (OMPI_*), Intel MPI / PMIx (PMIX_*).
 _MPI_LAUNCHER_VARS = ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS")
@@ -67,6 +67,39 @@ def world():
     return MPI.COMM_WORLD
 
 
+def process_rank() -> int:
+    """This process's rank without starting MPI (MPI_Init is collective: a rank starting it
+    alone, to report an error, would wait for the others forever): the launcher's variables."""
+    if world.cache_info().currsize:
+        return world().rank
+    for var in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "RANK"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 0
+
+
+def one_process(func):
+    """A stage one process does (import, compare, verify-data): under an MPI launcher rank 0
+    does it and the other ranks wait for its outcome, so they neither repeat its writes nor
+    leave it alone in MPI_Init."""
+    @functools.wraps(func)
+    def run(*args, **kwargs):
+        if not launched_under_mpi():
+            return func(*args, **kwargs)
+        comm = world()
+        outcome = None
+        if comm.rank == 0:
+            try:
+                outcome = ("ok", func(*args, **kwargs))
+            except PipelineError as e:
+                outcome = ("error", str(e))
+        kind, value = comm.bcast(outcome, root=0)
+        if kind == "error":
+            raise PipelineError(value)
+        return value
+    return run
+
+
 def _share_cores(MPI) -> None:
     """Split this node's cores among its ranks (unless OMP_NUM_THREADS says otherwise), so
     that N ranks with torch's default of one thread per core don't oversubscribe N-fold."""
@@ -86,19 +119,41 @@ def abort(message: str, code: int = 1) -> None:
     sys.stderr.flush()
     if comm.size > 1:
         comm.Abort(code)
-    sys.exit(code)
+    from pipeline.data.format import exit_after_error
+
+    exit_after_error(code)
 
 
 @contextlib.contextmanager
 def rank_local_work(where: str):
     """Work that each rank does on its own share: an error there ends every rank with one
-    line (via abort), instead of leaving the others waiting in the next collective."""
+    line (via abort), instead of leaving the others waiting in the next collective. User
+    errors and the system's (a full or read-only disk, from the OS, h5py or torch: OSError
+    or RuntimeError) are that line; anything else is a bug, whose traceback is printed
+    first. Either way no rank is left waiting."""
+    from pipeline.data.format import note_hdf5_failure, raised_by_hdf5
+
     try:
         yield
     except PipelineError as e:
         abort(str(e))
-    except OSError as e:
-        abort(f"{where}: {e.strerror or e}")
+    except (OSError, RuntimeError) as e:  # the system's: a full or read-only disk (OS, h5py, torch.save)
+        if raised_by_hdf5(e):
+            note_hdf5_failure()
+        text = os_error_text(e) if isinstance(e, OSError) else (str(e).strip().splitlines() or ["?"])[0]
+        abort(f"{where}: {text}")
+    except MemoryError:
+        abort(f"{where}: out of memory")
+    except Exception:
+        import traceback
+
+        traceback.print_exc()
+        abort(f"{where}: internal error (traceback above)")
+
+
+def from_rank0(value):
+    """Rank 0's ``value`` on every rank (an MPI broadcast; the value itself in one process)."""
+    return world().bcast(value, root=0)
 
 
 def progress_bar(total: int, desc: str, enabled: bool = True, unit: str = "map"):

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 from scipy import stats as sps
 
 from pipeline.data.format import atomic_write_bytes
-from pipeline.errors import DataError
+from pipeline.errors import DataError, os_error_text
 from pipeline.stats.table import StatsTable, read_table
 
 KS_ALPHA = 0.05
@@ -61,6 +61,7 @@ class StatisticComparison:
     chi2: float | None
     chi2_dof: int
     chi2_pvalue: float | None
+    notes: dict = field(default_factory=dict)  # why a figure is None, by field name
 
     @property
     def reduced_chi2(self) -> float | None:
@@ -125,9 +126,19 @@ def compare_statistic(xa: np.ndarray, xb: np.ndarray, name: str = "") -> Statist
     ks = [sps.ks_2samp(xa[:, j], xb[:, j]) for j in range(xa.shape[1])]
     ks_p = np.array([r.pvalue for r in ks])
     ks_d = np.array([r.statistic for r in ks])
-    chi2, dof = _chi2(xa, xb, diff)
+    chi2, dof, chi2_note = _chi2(xa, xb, diff)
     finite = np.isfinite(rel)
     worst = int(np.nanargmax(np.abs(rel))) if finite.any() else None
+    notes = {}
+    if chi2 is None:
+        notes["chi2"] = chi2_note
+    if not finite.all():
+        zero = np.flatnonzero(~finite).tolist()
+        notes["rel_diff"] = f"bins {zero} have a reference mean of 0: no relative difference"
+    if worst is None:
+        notes["worst_rel_diff"] = "every reference mean is 0"
+    if not np.abs(ma).max() > 0:
+        notes["worst_diff_over_peak"] = "the reference curve is 0 in every bin"
     return StatisticComparison(
         name=name, n_bins=int(xa.shape[1]),
         mean_a=_listify(ma), mean_b=_listify(mb), rel_diff=_listify(rel), rel_diff_se=_listify(rel_se),
@@ -141,24 +152,26 @@ def compare_statistic(xa: np.ndarray, xb: np.ndarray, name: str = "") -> Statist
         ks_min_pvalue=float(ks_p.min()),
         ks_frac_above_alpha=float((ks_p > KS_ALPHA).mean()),
         chi2=chi2, chi2_dof=dof,
-        chi2_pvalue=None if dof == 0 else float(sps.chi2.sf(chi2, dof)))
+        chi2_pvalue=None if chi2 is None else float(sps.chi2.sf(chi2, dof)), notes=notes)
 
 
-def _chi2(xa, xb, diff) -> tuple[float | None, int]:
+def _chi2(xa, xb, diff) -> tuple[float | None, int, str]:
     """chi^2 = d^T C^-1 d with C = cov_a/n_a + cov_b/n_b over the bins that vary, times the
-    Hartlap factor (n - p - 2)/(n - 1), n the smaller sample, p the bins used; (None, 0)
-    when there are too few maps for the bins."""
+    Hartlap factor (n - p - 2)/(n - 1), n the smaller sample, p the bins used; (None, 0,
+    why) when no bin varies or there are too few maps for the bins."""
     keep = (xa.std(0) > 0) | (xb.std(0) > 0)
     p = int(keep.sum())
     n = min(len(xa), len(xb))
-    if p == 0 or n - p - 2 <= 0:
-        return None, 0
+    if p == 0:
+        return None, 0, "no bin varies over the maps"
+    if n - p - 2 <= 0:
+        return None, 0, f"needs more maps than bins + 2 (Hartlap factor): {n} maps, {p} bins that vary"
     cov = np.cov(xa[:, keep], rowvar=False) / len(xa) + np.cov(xb[:, keep], rowvar=False) / len(xb)
     cov = np.atleast_2d(cov)
     d = diff[keep]
     hartlap = (n - p - 2) / (n - 1)
     chi2 = float(hartlap * d @ np.linalg.lstsq(cov, d, rcond=None)[0])
-    return chi2, p
+    return chi2, p, ""
 
 
 def _listify(a: np.ndarray) -> list:
@@ -169,6 +182,9 @@ def _listify(a: np.ndarray) -> list:
 def compare_tables(path_a: str | Path, path_b: str | Path) -> ComparisonSummary:
     a, b = read_table(path_a), read_table(path_b)
     check_comparable(a, b)
+    for t in (a, b):
+        if t.n_maps < 2:
+            raise DataError(f"{t.path}: holds {t.n_maps} map; comparing distributions needs at least 2")
     ca, cb = statistic_columns(a), statistic_columns(b)
     bins = a.header.bins
     return ComparisonSummary(
@@ -190,7 +206,7 @@ def write_summary(summary, out_dir: str | Path) -> None:
                                                   + "\n").encode())
         atomic_write_bytes(out / "summary.md", summary_markdown(comparison).encode())
     except OSError as e:
-        raise DataError(f"{out}: cannot write the summary ({e.strerror or e})") from None
+        raise DataError(f"{out}: cannot write the summary ({os_error_text(e)})") from None
 
 
 def summary_markdown(s: ComparisonSummary) -> str:

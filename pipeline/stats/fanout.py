@@ -19,9 +19,10 @@ import h5py
 import numpy as np
 
 from pipeline.config import StatsConfig
-from pipeline.data.format import atomic_path
+from pipeline.data.format import atomic_path, hdf5_write, remove_temporaries
 from pipeline.data.loader import MapDataset
-from pipeline.parallel.comm import progress_bar, rank_local_work, world
+from pipeline.locking import output_lock
+from pipeline.parallel.comm import from_rank0, progress_bar, rank_local_work, world
 from pipeline.errors import DataError
 from pipeline.stats import MOMENT_NAMES, all_statistics
 from pipeline.stats.bins import Bins, make_bins
@@ -32,8 +33,8 @@ def pooled_sigma(data: MapDataset, chunks: list[range]) -> float:
     """Pixel standard deviation over the whole dataset (kappa), the same for any rank count:
     per-chunk float64 sums, combined in chunk order on rank 0."""
     comm = world()
-    mine = {k: _sums(data.read(np.arange(r.start, r.stop))[0]) for k, r in enumerate(chunks)
-            if k % comm.size == comm.rank}
+    with rank_local_work(f"{data.root}: cannot read"):
+        mine = {k: _sums(checked_read(data, r)[0]) for k, r in enumerate(chunks) if k % comm.size == comm.rank}
     parts = comm.gather(mine, root=0)
     sigma = None
     if comm.rank == 0:
@@ -41,6 +42,17 @@ def pooled_sigma(data: MapDataset, chunks: list[range]) -> float:
         n, s, ss = (sum(merged[k][i] for k in range(len(chunks))) for i in range(3))
         sigma = float(np.sqrt(max(ss / n - (s / n) ** 2, 0.0)))
     return comm.bcast(sigma, root=0)
+
+
+def checked_read(data: MapDataset, rows: range) -> tuple[np.ndarray, np.ndarray]:
+    """Maps and params of rows.start .. rows.stop - 1, refused (naming the first bad map) if
+    any pixel is NaN or Inf: it would make NaN rows of statistics, and NaN bins for every
+    map when thresholds are in units of the pooled sigma."""
+    maps, params = data.read(np.arange(rows.start, rows.stop))
+    bad = ~np.isfinite(maps).all(axis=(1, 2))
+    if bad.any():
+        raise DataError(f"{data.root}: map {rows.start + int(np.flatnonzero(bad)[0])} contains NaN or Inf")
+    return maps, params
 
 
 def _sums(maps: np.ndarray) -> tuple[float, float, float]:
@@ -78,15 +90,25 @@ def compute_stats(data_dir: str | Path, out: str | Path, cfg: StatsConfig, like:
     if not out.parent.is_dir():
         raise DataError(f"{out.parent}: output directory does not exist")
 
+    with output_lock(out, "stats", comm.rank == 0, from_rank0):
+        return _compute(data, Path(data_dir), out, cfg, like_table, digest, progress)
+
+
+def _compute(data: MapDataset, data_dir: Path, out: Path, cfg: StatsConfig, like_table, digest: str,
+             progress: bool) -> Path:
+    comm = world()
+    m = data.manifest
+    h, w = m.map_shape
     chunks = [range(s, min(s + cfg.chunk_size, m.n_maps)) for s in range(0, m.n_maps, cfg.chunk_size)]
     bins = _bins(cfg, data, chunks, like_table)
-    header = TableHeader(str(Path(data_dir)), m.digest(), (h, w), m.side_angle_deg, m.param_names, bins,
+    header = TableHeader(str(data_dir), m.digest(), (h, w), m.side_angle_deg, m.param_names, bins,
                          list(MOMENT_NAMES))
     parts = out.with_name(out.name + ".parts")
-    if comm.rank == 0:
-        parts.mkdir(exist_ok=True)
-        for stale in parts.glob(".chunk-*.tmp"):  # left by a killed run; never complete
-            stale.unlink()
+    with rank_local_work(f"{parts}: cannot write"):
+        if comm.rank == 0:
+            parts.mkdir(exist_ok=True)
+            remove_temporaries(parts)  # chunks a killed run left half-written
+            remove_temporaries(out.parent, f".{out.name}.")  # and the joined table
     comm.barrier()
 
     mine = [k for k in range(len(chunks)) if k % comm.size == comm.rank]
@@ -98,14 +120,19 @@ def compute_stats(data_dir: str | Path, out: str | Path, cfg: StatsConfig, like:
             if _recipe_of(path) == digest:
                 reused += 1
             else:
-                _write_chunk(path, data, chunks[k], header, digest)
+                try:
+                    _write_chunk(path, data, chunks[k], header, digest)
+                except DataError:  # a bad map: the parts of this table are no use to a rerun
+                    shutil.rmtree(parts, ignore_errors=True)
+                    raise
             bar.update(len(chunks[k]))
     bar.close()
     reused = comm.gather(reused, root=0)
     if comm.rank == 0:
         if sum(reused):
             print(f"{out}: reused {sum(reused)} of {len(chunks)} chunks from an earlier run", flush=True)
-        _join(parts, len(chunks), out, header, digest)
+        with rank_local_work(f"{out}: cannot write"):
+            _join(parts, len(chunks), out, header, digest)
     comm.barrier()
     return out
 
@@ -131,12 +158,12 @@ def _recipe_of(path: Path) -> str | None:
 
 
 def _write_chunk(path: Path, data: MapDataset, rows: range, header: TableHeader, digest: str) -> None:
-    maps, params = data.read(np.arange(rows.start, rows.stop))
+    maps, params = checked_read(data, rows)
     s = all_statistics(maps, header.side_angle_deg, np.asarray(header.bins.l_edges),
                        np.asarray(header.bins.thresholds))
     columns = {"index": np.arange(rows.start, rows.stop, dtype=np.int64), "params": params,
                **{k: s[k] for k in ("power_spectrum", "minkowski", "peaks", "pdf", "moments")}}
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+    with atomic_path(path) as tmp, hdf5_write(tmp, sum(np.asarray(c).nbytes for c in columns.values())) as f:
         write_table(f, header, columns)
         f.attrs["recipe_digest"] = digest
 
@@ -147,7 +174,8 @@ def _join(parts: Path, n_chunks: int, out: Path, header: TableHeader, digest: st
         with h5py.File(parts / f"chunk-{k:05d}.h5", "r") as f:
             for key in PER_MAP:
                 columns[key].append(f[key][:])
-    with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
-        write_table(f, header, {k: np.concatenate(v) for k, v in columns.items()})
+    joined = {k: np.concatenate(v) for k, v in columns.items()}
+    with atomic_path(out) as tmp, hdf5_write(tmp, sum(c.nbytes for c in joined.values())) as f:
+        write_table(f, header, joined)
         f.attrs["recipe_digest"] = digest
     shutil.rmtree(parts)

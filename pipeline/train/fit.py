@@ -24,8 +24,10 @@ import torch
 import yaml
 
 from pipeline.config import Config
+from pipeline.data.format import atomic_write_bytes, remove_temporaries
 from pipeline.emulator import Emulator
 from pipeline.errors import ConfigError, DataError, PipelineError
+from pipeline.locking import output_lock
 from pipeline.models.args import ModelArgs
 from pipeline.models.conditioning import ParamSupport
 from pipeline.parallel.backend import Backend, make_backend
@@ -76,8 +78,14 @@ class _StopFlag:
 
 
 class Trainer:
-    def __init__(self, cfg: Config, data_dir: Path, run_dir: Path, backend: Backend, progress: bool):
+    def __init__(self, cfg: Config, data_dir: Path, run_dir: Path, backend: Backend, progress: bool,
+                 allow_data_change: bool = False):
+        """allow_data_change: resume a checkpoint made on another training dataset (refused
+        otherwise); the loader then starts the new dataset at its first epoch."""
         self.cfg, self.run_dir, self.backend, self.show_progress = cfg, Path(run_dir), backend, progress
+        self.allow_data_change = allow_data_change
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise DataError(f"{self.run_dir}: exists and is not a directory (--run names the run directory)")
         tc = cfg.train
         self.data = setup.open_training_data(cfg, Path(data_dir), backend)
         self.args = ModelArgs.from_config(cfg.model, self.data.map_size)
@@ -105,7 +113,8 @@ class Trainer:
             self.state.register("generator_ema", self.ema, optional=True)
         self.resumed_from = None
         if resume:
-            missing = self.state.load_state_dict(resume.parts, resume.path)
+            skip = ("loader",) if self.data_changed else ()
+            missing = self.state.load_state_dict(resume.parts, resume.path, skip=skip)
             if "generator_ema" in missing:  # switched on at this resume: it starts from the restored G
                 self.ema.restart_from(self.gen)
             self.resumed_from = resume.path
@@ -127,10 +136,18 @@ class Trainer:
     # -- start-up -------------------------------------------------------------------------
 
     def _newest_checkpoint(self) -> Checkpoint | None:
+        self.data_changed = False
         path = self.checkpointer.newest()
         if path is None:
             return None
         ckpt = read_checkpoint(path)
+        digest = self.data.loader.data.manifest.digest()
+        if ckpt.train_manifest_digest != digest:
+            if not self.allow_data_change:
+                raise DataError(f"{path}: trained on another dataset than {self.data.loader.data.root} "
+                                f"(manifest digest {ckpt.train_manifest_digest[:12]}, now {digest[:12]}); "
+                                "--allow-data-change continues on this one")
+            self.data_changed = True
         if ckpt.model_args != self.args:
             raise DataError(f"{path}: made for the model {ckpt.model_args.to_dict()}, but the config and "
                             f"data give {self.args.to_dict()}; use another --run or the checkpoint's config")
@@ -171,8 +188,12 @@ class Trainer:
     def fit(self) -> int:
         tc, backend, loader = self.cfg.train, self.backend, self.data.loader
         if backend.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
+            with rank_local_work(f"{self.run_dir}: cannot write"):
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                for d in (self.run_dir, checkpoint_dir(self.run_dir), self.run_dir / "samples"):
+                    remove_temporaries(d)  # half-written files of a killed run
+                atomic_write_bytes(self.run_dir / "config.yaml",
+                                   yaml.safe_dump(self.cfg.to_dict(), sort_keys=False).encode())
         logger = make_logger(self.run_dir, backend.is_main, self.progress.step)
         fidelity = self._fidelity_check() if backend.is_main else None
         self._announce()
@@ -292,9 +313,14 @@ class Trainer:
                      self.run_dir / "samples" / f"step-{self.progress.step:08d}.png")
 
 
-def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, progress: bool = True) -> int:
-    """Build a trainer (all checks before anything is written) and run it; returns the exit status."""
+def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, progress: bool = True,
+          allow_data_change: bool = False) -> int:
+    """Build a trainer (all checks before anything is written) and run it, holding the run
+    directory's lock (a second trainer on it is refused); returns the exit status."""
     backend = make_backend(cfg.train.backend, cfg.train.device, cfg.train.collective_timeout_s)
-    status = Trainer(cfg, Path(data_dir), Path(run_dir), backend, progress).fit()
+    trainer = Trainer(cfg, Path(data_dir), Path(run_dir), backend, progress, allow_data_change)
+    # (every rank sends a string: Horovod matches collectives by the object's type)
+    with output_lock(run_dir, "train", backend.is_main, lambda problem: backend.allgather_object(problem or "")[0]):
+        status = trainer.fit()
     backend.close()  # not on errors: the launcher ends the other ranks
     return status

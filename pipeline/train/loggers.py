@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.data.format import atomic_path, atomic_write_bytes
+
 
 class Logger:
     """Does nothing: what ranks > 0 hold, and the base of the real ones."""
@@ -33,9 +35,19 @@ class JsonlLogger(Logger):
 
     def __init__(self, path: Path, resume_step: int = 0):
         if path.exists():
-            kept = [ln for ln in path.read_text().splitlines(keepends=True)
-                    if ln.strip() and json.loads(ln)["step"] <= resume_step]
-            path.write_text("".join(kept))
+            kept, torn = [], 0
+            for ln in path.read_text(errors="replace").splitlines():
+                try:
+                    step = json.loads(ln)["step"]
+                except (ValueError, KeyError, TypeError):  # cut short by a crash or a full disk
+                    torn += bool(ln.strip())
+                    continue
+                if step <= resume_step:
+                    kept.append(ln + "\n")
+            if torn:
+                print(f"train: {path}: dropped {torn} torn line(s) (a crash or a full disk cut them short)",
+                      flush=True)
+            atomic_write_bytes(path, "".join(kept).encode())
         self._f = open(path, "a", buffering=1)
 
     def scalars(self, step, values):
@@ -76,7 +88,8 @@ class PngLogger(Logger):
         from matplotlib import pyplot as plt
 
         path.parent.mkdir(parents=True, exist_ok=True)
-        plt.imsave(path, image)
+        with atomic_path(path) as tmp:
+            plt.imsave(tmp, image, format="png")
 
 
 class MultiLogger(Logger):

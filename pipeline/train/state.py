@@ -41,11 +41,13 @@ class TrainState:
     def state_dict(self) -> dict[str, Any]:
         return {name: part.state_dict() for name, part in self._parts.items()}
 
-    def load_state_dict(self, saved: dict[str, Any], where: str) -> list[str]:
-        """Restore every registered part from ``saved``; returns the optional parts it lacked.
-        A missing required part is a damaged or foreign checkpoint."""
+    def load_state_dict(self, saved: dict[str, Any], where: str, skip: tuple[str, ...] = ()) -> list[str]:
+        """Restore every registered part from ``saved`` but those in ``skip``; returns the
+        optional parts it lacked. A missing required part is a damaged or foreign checkpoint."""
         missing = []
         for name, part in self._parts.items():
+            if name in skip:
+                continue
             if name in saved:
                 part.load_state_dict(saved[name])
             elif name in self._optional:

@@ -25,7 +25,7 @@ import numpy as np
 
 from pipeline.data.format import atomic_write_bytes
 from pipeline.data.loader import MapDataset
-from pipeline.errors import DataError
+from pipeline.errors import DataError, os_error_text
 from pipeline.stats.compare import check_comparable, statistic_columns
 from pipeline.stats.table import read_table
 from pipeline.validate import plots
@@ -65,7 +65,7 @@ def write_report(summary: ValidationSummary, reference_table: str | Path, candid
         index = out / "index.html"
         atomic_write_bytes(index, _html(summary, figures, title, out).encode())
     except OSError as e:
-        raise DataError(f"{out}: cannot write the report ({e.strerror or e})") from None
+        raise DataError(f"{out}: cannot write the report ({os_error_text(e)})") from None
     return index
 
 

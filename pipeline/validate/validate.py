@@ -23,10 +23,11 @@ import json
 from pathlib import Path
 
 from pipeline.config import Config, with_sections
-from pipeline.data.format import read_manifest
+from pipeline.data.format import read_manifest, remove_temporaries
 from pipeline.emulator import Emulator
-from pipeline.errors import DataError
-from pipeline.parallel.comm import world
+from pipeline.errors import DataError, os_error_text
+from pipeline.locking import output_lock
+from pipeline.parallel.comm import from_rank0, rank_local_work, world
 from pipeline.stats.compare import compare_tables, write_summary
 from pipeline.stats.fanout import compute_stats
 from pipeline.train.checkpoint import read_checkpoint, resolve_checkpoint
@@ -58,16 +59,26 @@ def validate(run_dir: str | Path, reference: str | Path, n_maps: int, out_dir: s
         h, w = ref_manifest.map_shape
         raise DataError(f"{reference}: maps are {h}x{w} over {ref_manifest.side_angle_deg} deg, but the model "
                         f"in {emulator.source} makes {size}x{size} over {angle} deg")
+    if n_maps < 2:
+        raise DataError(f"--n {n_maps}: the statistics' distributions need at least 2 generated maps")
     if n_maps < comm.size:
         raise DataError(f"--n {n_maps} is smaller than the number of ranks ({comm.size})")
     _check_writable(out)
+    with output_lock(out, "validate", comm.rank == 0, from_rank0):
+        return _run(emulator, cfg, run_dir, reference, ref_manifest, n_maps, out, stats_cache, progress)
 
+
+def _run(emulator: Emulator, cfg: Config, run_dir: Path, reference: Path, ref_manifest, n_maps: int, out: Path,
+         stats_cache, progress: bool) -> ValidationSummary:
+    comm = world()
     generated = out / "generated"
     generate(emulator, cfg, n_maps, generated, run_dir, progress=progress)
     cache = Path(stats_cache) if stats_cache else out / "stats"
-    if comm.rank == 0:
-        cache.mkdir(parents=True, exist_ok=True)
-        (out / "stats").mkdir(parents=True, exist_ok=True)
+    with rank_local_work(f"{out}: cannot write"):
+        if comm.rank == 0:
+            remove_temporaries(out)  # report files a killed run left half-written
+            cache.mkdir(parents=True, exist_ok=True)
+            (out / "stats").mkdir(parents=True, exist_ok=True)
     comm.barrier()
     bins_key = hashlib.sha256(json.dumps(cfg.to_dict()["stats"], sort_keys=True).encode()).hexdigest()[:12]
     ref_table = cache / f"reference-{ref_manifest.digest()[:12]}-{bins_key}.h5"
@@ -80,10 +91,11 @@ def validate(run_dir: str | Path, reference: str | Path, n_maps: int, out_dir: s
         comparison = compare_tables(ref_table, gen_table)
         summary = ValidationSummary(comparison, judge(comparison, cfg.validation),
                                     RunInfo(str(run_dir.resolve()), str(emulator.source), int(emulator.step)))
-        write_summary(summary, out)
         from pipeline.validate.report import write_report
 
-        write_report(summary, ref_table, gen_table, reference, generated, out)
+        with rank_local_work(f"{out}: cannot write the report"):
+            write_summary(summary, out)
+            write_report(summary, ref_table, gen_table, reference, generated, out)
     return comm.bcast(summary, root=0)
 
 
@@ -98,7 +110,7 @@ def _check_writable(out: Path) -> None:
             probe.write_text("")
             probe.unlink()
         except OSError as e:
-            problem = f"{out}: cannot write the report there ({e.strerror or e})"
+            problem = f"{out}: cannot write the report there ({os_error_text(e)})"
     problem = comm.bcast(problem, root=0)
     if problem:
         raise DataError(problem)

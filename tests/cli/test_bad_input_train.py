@@ -59,6 +59,11 @@ def test_data_of_another_resolution(trained, tmp_path):
              "--set", "physics.side_angle_deg=3.5", check=True)
     before = snapshot(trained)
     proc = run_main("train", "--config", TINY, "--data", data, "--run", trained, "--set", "train.steps=16")
+    assert_one_line_error(proc, "step-00000008.pt", "trained on another dataset", "--allow-data-change")
+    assert snapshot(trained) == before
+    # Asking for the change does not get past a checkpoint of another architecture.
+    proc = run_main("train", "--config", TINY, "--data", data, "--run", trained, "--set", "train.steps=16",
+                    "--allow-data-change")
     assert_one_line_error(proc, "step-00000008.pt", "'image_size': 32", "'image_size': 64")
     assert snapshot(trained) == before
 

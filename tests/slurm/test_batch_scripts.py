@@ -10,7 +10,7 @@ import sys
 import time
 
 import pytest
-from conftest import CONFIGS, REPO, assert_same_state, run_cli
+from conftest import CONFIGS, LENIENT, REPO, assert_same_state, run_cli
 from pipeline.train.checkpoint import read_checkpoint
 
 from .conftest import CPU_OVERRIDES, assert_completed, job_log
@@ -150,7 +150,7 @@ def test_cancelled_job_is_not_requeued(slurm, slurm_cluster, tiny_data, tmp_path
 def test_validate_job(slurm, reference_run, tiny_data, tmp_path):
     """sbatch validate.sh: `cosmogan validate` over 2 tasks, as many maps as the reference holds."""
     out, log = tmp_path / "validation", tmp_path / "validate.log"
-    slurm.run("validate.sh", tasks=2, log=log, RUN=reference_run[0], REFERENCE=tiny_data / "test", OUT=out)
+    slurm.run("validate.sh", *LENIENT, tasks=2, log=log, RUN=reference_run[0], REFERENCE=tiny_data / "test", OUT=out)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_reference"] == summary["n_candidate"] == 32
     assert {"power_spectrum", "pdf", "peaks"} <= set(summary["statistics"])
