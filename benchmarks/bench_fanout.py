@@ -8,6 +8,12 @@ moments) alternately under `mpirun -n 1` and `mpirun -n 2` with one thread per
 rank, `repeats` times each. Reports median wall times (process start included)
 and maps/s. Start-up (interpreter, torch import) is measured separately with a
 16-map dataset and subtracted for the steady-state rate.
+
+In the same run, the kernels' own rate: pipeline.stats.all_statistics on one thread
+over the same maps (read once into memory, the stage's chunks and bins), in as many
+processes at once as the stage has ranks; ``stage_over_kernels_per_rank`` is the
+stage's maps/s per rank over it (what reading, the sigma pass, writing and joining
+cost).
 """
 
 import argparse
@@ -35,7 +41,11 @@ def main():
     ap.add_argument("--maps", type=int, default=2048)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--kernel-rate", nargs=2, metavar=("DATA", "TABLE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.kernel_rate:  # one kernel process (see below): print its maps/s
+        print(kernel_rate(Path(args.kernel_rate[0]), Path(args.kernel_rate[1]), args.repeats))
+        return
     env = dict(os.environ, OMP_NUM_THREADS="1")
     py = [sys.executable, "-m", "pipeline"]
     with tempfile.TemporaryDirectory() as tmp:
@@ -61,7 +71,50 @@ def main():
             result[f"ranks{ranks}_startup_s"] = round(small, 2)
             result[f"ranks{ranks}_maps_per_s"] = round(args.maps / (big - small), 1)
         result["speedup_2_over_1"] = round(result["ranks2_maps_per_s"] / result["ranks1_maps_per_s"], 2)
+        for ranks in (1, 2):
+            # as many kernel processes at once as the stage had ranks: they share the
+            # memory bandwidth as the ranks do
+            cmd = [sys.executable, __file__, "--kernel-rate", str(tmp / "big" / "train"), str(tmp / "big-1-0.h5"),
+                   "--repeats", str(args.repeats)]
+            procs = [subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, text=True)
+                     for _ in range(ranks)]
+            rates = [float(p.communicate()[0]) for p in procs]
+            kernels = statistics.mean(rates)
+            result[f"ranks{ranks}_kernels_maps_per_s_per_process"] = round(kernels, 1)
+            result[f"ranks{ranks}_stage_over_kernels_per_rank"] = round(
+                result[f"ranks{ranks}_maps_per_s"] / ranks / kernels, 3)
         print(json.dumps(result))
+
+
+def kernel_rate(data: Path, table: Path, repeats: int) -> float:
+    """maps/s of all_statistics alone, one thread, on the dataset's maps and the table's bins."""
+    import numpy as np
+    import torch
+
+    sys.path.insert(0, str(REPO))
+    from pipeline.config import StatsConfig
+    from pipeline.data.loader import MapDataset
+    from pipeline.stats import all_statistics
+    from pipeline.stats.table import read_table
+
+    torch.set_num_threads(1)
+    ds = MapDataset(data)
+    maps = ds.read(np.arange(ds.manifest.n_maps))[0]
+    bins = read_table(table).header.bins
+    chunk = StatsConfig().chunk_size
+    side = ds.manifest.side_angle_deg
+
+    def once():
+        for start in range(0, len(maps), chunk):
+            all_statistics(maps[start:start + chunk], side, np.asarray(bins.l_edges), np.asarray(bins.thresholds))
+
+    once()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        once()
+        times.append(time.perf_counter() - t)
+    return len(maps) / statistics.median(times)
 
 
 if __name__ == "__main__":

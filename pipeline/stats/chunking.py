@@ -31,7 +31,7 @@ def check_flag(value, name: str) -> bool:
 
 def check_chunk(chunk_size, prep: Prepared) -> int:
     if chunk_size is None:
-        return default_chunk_size(prep.n_side, prep.x.device)
+        return default_chunk_size(prep.n_side, prep.x.device, prep.dtype)
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise StatsInputError(f"chunk_size must be a positive integer; got {chunk_size!r}")
     return chunk_size
@@ -43,11 +43,11 @@ def run(prep: Prepared, chunk_size: int, **plans) -> dict:
     parts: dict[str, list] = {}
     with torch.no_grad():
         for start in range(0, x.shape[0], chunk_size):
-            res = kernels.compute_chunk(x[start:start + chunk_size], **plans)
+            res = kernels.compute_chunk(x[start:start + chunk_size], dtype=prep.dtype, **plans)
             for k, v in res.items():
                 parts.setdefault(k, []).append(v)
     if x.shape[0] == 0:          # empty batch: shapes from a one-map dry run
-        res = kernels.compute_chunk(torch.zeros((1,) + tuple(x.shape[1:]), dtype=x.dtype,
+        res = kernels.compute_chunk(torch.zeros((1,) + tuple(x.shape[1:]), dtype=prep.dtype,
                                               device=x.device), **plans)
         return {k: v[:0] for k, v in res.items()}
     return {k: torch.cat(v, 0) if len(v) > 1 else v[0] for k, v in parts.items()}
@@ -55,7 +55,7 @@ def run(prep: Prepared, chunk_size: int, **plans) -> dict:
 
 def axis(prep: Prepared, values, dtype=None) -> torch.Tensor:
     """A bin axis (ell, nu) as a tensor like the results."""
-    return torch.as_tensor(values, dtype=dtype or prep.x.dtype, device=prep.x.device)
+    return torch.as_tensor(values, dtype=dtype or prep.dtype, device=prep.x.device)
 
 
 __all__ = ["spectrum_plan", "threshold_plan", "check_flag", "check_chunk", "run", "axis",

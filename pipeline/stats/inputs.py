@@ -59,9 +59,11 @@ def _resolve_dtype(dtype, device: torch.device) -> torch.dtype:
 class Prepared:
     """Maps as a (B, N, N) tensor plus what is needed to answer in kind."""
 
-    x: torch.Tensor          # (B, N, N), working dtype, working device
+    x: torch.Tensor          # (B, N, N), working device; working dtype or float32 (below)
     single: bool             # the input was one (N, N) map
     as_numpy: bool           # the input was not a torch tensor
+    dtype: torch.dtype       # the working dtype: x's, or float64 for float32 maps on the CPU,
+                             # which the kernels widen chunk by chunk (no float64 copy of all)
 
     @property
     def n_side(self) -> int:
@@ -118,11 +120,12 @@ def prepare_maps(maps, dtype=None, device=None, name: str = "maps") -> Prepared:
         x = torch.from_numpy(np.ascontiguousarray(arr))
     else:
         x = maps.detach()
-    x = x.to(device=dev, dtype=wdtype)
+    widen_late = dev.type == "cpu" and wdtype == torch.float64 and x.dtype == torch.float32
+    x = x.to(device=dev, dtype=x.dtype if widen_late else wdtype)
     single = x.dim() == 2
     if single:
         x = x.unsqueeze(0)
-    return Prepared(x=x.contiguous(), single=single, as_numpy=as_numpy)
+    return Prepared(x=x.contiguous(), single=single, as_numpy=as_numpy, dtype=wdtype)
 
 
 def finish(prep: Prepared, t: torch.Tensor, batched: bool = True):
@@ -174,15 +177,27 @@ def check_side_angle(side_angle_deg) -> float:
     return val
 
 
-def default_chunk_size(n_side: int, device: torch.device) -> int:
+def default_chunk_size(n_side: int, device: torch.device, dtype: torch.dtype = torch.float64) -> int:
     """Maps per internal chunk.
 
-    CPU: 2**16 pixels (one 256^2 map): the ~25 work arrays of a chunk (0.5
-    MiB each in float64) then stay in the last-level cache; measured 1.47
-    ms/map at one 256^2 map per chunk vs 1.6 at two and 1.8 at four.
+    CPU, float64 (the fused kernels, stats/fused.py): 2**20 pixels (16 maps of
+    256^2): they keep no chunk-sized work arrays, so a larger chunk only spreads
+    the per-chunk Python work (measured 1.9 ms/map at 16 or 64 maps per chunk
+    against 2.4 at one).
+    CPU, torch kernels (float32, or no numba): 2**16 pixels (one 256^2 map): the
+    ~25 work arrays of a chunk (0.5 MiB each in float64) then stay in the
+    last-level cache; measured 1.47 ms/map at one 256^2 map per chunk vs 1.6 at
+    two and 1.8 at four.
     GPU: 2**26 pixels (1024 maps of 256^2): ~20 float32 and 6 float64 work
     arrays of 256/512 MiB, ~8 GiB, enough to fill the device.
     """
+    from .fused import available
+
     pixels = n_side * n_side
-    budget = 2 ** 16 if device.type == "cpu" else 2 ** 26
+    if device.type != "cpu":
+        budget = 2 ** 26
+    elif dtype == torch.float64 and available():
+        budget = 2 ** 20
+    else:
+        budget = 2 ** 16
     return max(1, budget // pixels)

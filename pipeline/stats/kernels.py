@@ -39,6 +39,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from . import fused
+
 TWO_PI = 2.0 * math.pi
 
 # --------------------------------------------------------------------------
@@ -314,24 +316,36 @@ class SpectrumPlan:
                                     torch.as_tensor(self.scale, dtype=dtype, device=device))
         return self._cache[key]
 
-    def apply(self, x: torch.Tensor, ws: Workspace, dense: bool | None = None) -> torch.Tensor:
-        """(B, N, N) maps -> (B, n_bins) C_ell."""
+    def apply(self, x: torch.Tensor, ws: Workspace, dense: bool | None = None,
+              dtype: torch.dtype | None = None) -> torch.Tensor:
+        """(B, N, N) maps -> (B, n_bins) C_ell, in ``dtype`` (default x's: on the CPU
+        float32 maps are widened map by map)."""
         b, n, _ = x.shape
-        power = ws.get("ft_power", (b, n, n // 2 + 1), x.dtype, x.device)
-        if x.device.type == "cpu":
-            # one transform per call: MKL's batched transforms round
-            # differently for different batch sizes, and a map's C_ell must
-            # not depend on which maps share its chunk (rank invariance)
-            pairs = [(torch.fft.rfft2(x[i]), power[i]) for i in range(b)]
-        else:
-            pairs = [(torch.fft.rfft2(x), power)]
-        for ft, dst in pairs:
-            ri = torch.view_as_real(ft)
-            torch.mul(ri[..., 0], ri[..., 0], out=dst)
-            dst.addcmul_(ri[..., 1], ri[..., 1])            # re*re + im*im
-        power = power.view(b, -1)
         if dense is None:
             dense = x.device.type != "cpu"
+        dt = dtype or x.dtype
+        if x.device.type == "cpu" and not dense:
+            # one transform per map: MKL's batched transforms round differently
+            # for different batch sizes, and a map's C_ell must not depend on
+            # which maps share its chunk (rank invariance); each map's power is
+            # binned while it is still in cache
+            index, scale = self._tables(x.device, dt, False)
+            power = ws.get("ft_power", (n, n // 2 + 1), dt, x.device)
+            sums = torch.zeros(b, self.n_bins + 1, dtype=dt, device=x.device)
+            wide = ws.get("ft_in", (n, n), dt, x.device) if x.dtype != dt else None
+            for i in range(b):
+                xi = x[i] if wide is None else wide.copy_(x[i])  # widened into a reused array
+                _power(torch.fft.rfft2(xi), power)
+                sums[i].index_add_(0, index, power.view(-1))
+            return sums[:, :self.n_bins] * scale
+        x = x.to(dt)
+        power = ws.get("ft_power", (b, n, n // 2 + 1), x.dtype, x.device)
+        if x.device.type == "cpu":  # one transform per map, as above
+            for i in range(b):
+                _power(torch.fft.rfft2(x[i]), power[i])
+        else:
+            _power(torch.fft.rfft2(x), power)
+        power = power.view(b, -1)
         if dense:
             # accelerators: one float64 matmul with the (modes x bins) weights;
             # no atomics, and float64 keeps TF32 settings out of it.
@@ -341,6 +355,13 @@ class SpectrumPlan:
         sums = torch.zeros(b, self.n_bins + 1, dtype=x.dtype, device=x.device)
         sums.index_add_(1, index, power)
         return sums[:, :self.n_bins] * scale
+
+
+def _power(ft: torch.Tensor, out: torch.Tensor) -> None:
+    """|ft|^2 = re*re + im*im into out."""
+    ri = torch.view_as_real(ft)
+    torch.mul(ri[..., 0], ri[..., 0], out=out)
+    out.addcmul_(ri[..., 1], ri[..., 1])
 
 
 @lru_cache(maxsize=64)
@@ -373,7 +394,6 @@ def _moments(ws, x64, sigma0, g2r, lapr, connected, dimensionless):
     b, n, _ = x64.shape
     f64 = torch.float64
     dev = x64.device
-    npix = float(n * n)
     x = x64
     if g2r.dtype == f64:
         g2, lap = g2r, lapr
@@ -388,18 +408,28 @@ def _moments(ws, x64, sigma0, g2r, lapr, connected, dimensionless):
     torch.mul(x64, lap, out=xlap)
     tmp = ws.get("m_tmp", x.shape, f64, dev)
 
-    def mean_of(a, c):
-        return _rowsum(torch.mul(a, c, out=tmp)) / npix
+    def sum_of(a, c):
+        return _rowsum(torch.mul(a, c, out=tmp))
 
-    sigma0 = sigma0.to(f64)
-    sigma1 = (_rowsum(g2) / npix * 0.25).sqrt()
-    s0 = mean_of(x64, x2)                     # <k^3>
-    s1 = mean_of(x2, lap) * 0.25              # <k^2 lap k>
-    s2 = mean_of(g2, lap) * 0.0625            # <|grad k|^2 lap k>
-    k0 = mean_of(x2, x2)                      # <k^4>
-    k1 = mean_of(x2, xlap) * 0.25             # <k^3 lap k>
-    k2 = mean_of(g2, xlap) * 0.0625           # <k |grad k|^2 lap k>
-    k3 = mean_of(g2, g2) * 0.0625             # <|grad k|^4>
+    sums = torch.stack([_rowsum(g2), sum_of(x64, x2), sum_of(x2, lap), sum_of(g2, lap), sum_of(x2, x2),
+                        sum_of(x2, xlap), sum_of(g2, xlap), sum_of(g2, g2)], 1)
+    return moments_from_sums(sums, sigma0, n * n, connected, dimensionless)
+
+
+def moments_from_sums(sums: torch.Tensor, sigma0: torch.Tensor, npix: int, connected: bool,
+                      dimensionless: bool) -> torch.Tensor:
+    """(B, 9) moments from the (B, 8) float64 pixel sums of g2r, x^3, x^2 lapr, g2r lapr,
+    x^4, x^3 lapr, g2r x lapr, g2r^2 (g2r = 4|grad k|^2, lapr = 4 lap k) and sigma0."""
+    m = sums / float(npix)
+    sigma0 = sigma0.to(torch.float64)
+    sigma1 = (m[:, 0] * 0.25).sqrt()
+    s0 = m[:, 1]                              # <k^3>
+    s1 = m[:, 2] * 0.25                       # <k^2 lap k>
+    s2 = m[:, 3] * 0.0625                     # <|grad k|^2 lap k>
+    k0 = m[:, 4]                              # <k^4>
+    k1 = m[:, 5] * 0.25                       # <k^3 lap k>
+    k2 = m[:, 6] * 0.0625                     # <k |grad k|^2 lap k>
+    k3 = m[:, 7] * 0.0625                     # <|grad k|^4>
     if connected:
         k0 = k0 - 3 * sigma0 ** 4
         k1 = k1 + 3 * sigma0 ** 2 * sigma1 ** 2
@@ -418,25 +448,72 @@ def _moments(ws, x64, sigma0, g2r, lapr, connected, dimensionless):
     return torch.stack([sigma0, sigma1, s0, s1, s2, k0, k1, k2, k3], 1)
 
 
+def _minkowski_from(plan: ThresholdPlan, counts, s1, s2, npix: int) -> torch.Tensor:
+    """(B, 3, T) V0, V1, V2 from per-cell pixel counts, sums of 2|grad k| and of the
+    curvature numerator ratio (-4 x LensTools' ratio)."""
+    widths = torch.as_tensor(plan.widths, dtype=counts.dtype, device=counts.device)
+    v0 = plan.v0_counts(counts) / npix
+    # V1 = sum(|grad|/4) / (N^2 dt) with |grad| = grad/2
+    v1 = plan.bin_sums(s1) * 0.125 / (npix * widths)
+    # V2 = sum(ratio / 2pi) / (N^2 dt) with ratio = -curv/4
+    v2 = plan.bin_sums(s2) * -0.25 / (TWO_PI * npix * widths)
+    return torch.stack([v0, v1, v2], 1)
+
+
+def _pdf_from(plan: ThresholdPlan, counts, npix: int) -> torch.Tensor:
+    widths = torch.as_tensor(plan.widths, dtype=counts.dtype, device=counts.device)
+    return plan.bin_sums(counts) / (npix * widths)
+
+
+def _peaks_from(plan: ThresholdPlan, counts) -> torch.Tensor:
+    widths = torch.as_tensor(plan.widths, dtype=counts.dtype, device=counts.device)
+    return plan.bin_sums(counts) / widths
+
+
+def _fused_chunk(x: torch.Tensor, mf, peaks, pdf, moments, norm: bool, out: dict) -> dict:
+    """compute_chunk's threshold statistics and moments by the fused CPU kernels (float64)."""
+    npix = x.shape[1] * x.shape[2]
+    t = {k: torch.from_numpy(v) for k, v in
+         fused.chunk_totals(x.contiguous().numpy(), mf, peaks, pdf, moments is not None, norm).items()}
+    if mf is not None:
+        out["minkowski"] = _minkowski_from(mf, t["counts"], t["s1"], t["s2"], npix)
+    if pdf is not None:
+        out["pdf"] = _pdf_from(pdf, t["pdf"], npix)
+    if peaks is not None:
+        out["peaks"] = _peaks_from(peaks, t["peaks"])
+    if moments is not None:
+        out["moments"] = moments_from_sums(t["moment_sums"], t["sigma"], npix, *moments)
+    return out
+
+
 def compute_chunk(x: torch.Tensor, *, spectrum: SpectrumPlan | None = None,
                   mf: ThresholdPlan | None = None, peaks: ThresholdPlan | None = None,
                   pdf: ThresholdPlan | None = None, moments: tuple | None = None,
-                  norm: bool = False) -> dict:
+                  norm: bool = False, dtype: torch.dtype | None = None) -> dict:
     """Statistics of a chunk (B, N, N); only those whose plan is given.
+
+    dtype: the working precision (default x's). Float32 maps worked in float64 on the
+    CPU are widened as the fused kernels and the FFT read them, else here, whole.
 
     Returns a dict of fresh tensors with a leading batch axis:
     ``power_spectrum`` (B, n_ell); ``minkowski`` (B, 3, T); ``peaks`` (B, T);
     ``pdf`` (B, T); ``moments`` (B, 9) float64.
     """
+    dt = dtype or x.dtype
+    use_fused = fused.available() and x.device.type == "cpu" and dt == torch.float64
+    if x.dtype != dt and not use_fused:
+        x = x.to(dt)
     b, n, _ = x.shape
-    dev, dt = x.device, x.dtype
+    dev = x.device
     npix = n * n
     ws = workspace((b, n, dt, str(dev)), dev)
     out = {}
     if spectrum is not None:
-        out["power_spectrum"] = spectrum.apply(x, ws)
+        out["power_spectrum"] = spectrum.apply(x, ws, dtype=dt)
     if mf is None and peaks is None and pdf is None and moments is None:
         return out
+    if use_fused:
+        return _fused_chunk(x, mf, peaks, pdf, moments, norm, out)
 
     shape = (b, n, n)
 
@@ -491,7 +568,6 @@ def compute_chunk(x: torch.Tensor, *, spectrum: SpectrumPlan | None = None,
         curv = torch.mul(gx2r, hyyr, out=buf("t_c")).addcmul_(gy2r, hxxr)
         cross = torch.mul(gxr, gyr, out=buf("t_a")).mul_(hxyr)
         curv.sub_(cross, alpha=2.0).div_(g2r)            # = -4 x LensTools' ratio
-        widths = torch.as_tensor(mf.widths, dtype=dt, device=dev)
         ones = ws.get("ones", (b * npix,), dt, dev, fill=1.0)
         counts = torch.zeros(b * L, dtype=dt, device=dev).scatter_add_(0, cells, ones)
         s1 = torch.zeros(b * L, dtype=dt, device=dev).scatter_add_(0, cells, grad.view(-1))
@@ -504,12 +580,7 @@ def compute_chunk(x: torch.Tensor, *, spectrum: SpectrumPlan | None = None,
             curv = torch.where(g2r == 0, limit, curv)
             s2 = torch.zeros(b * L, dtype=dt, device=dev).scatter_add_(0, cells, curv.view(-1))
         counts = counts.view(b, L)
-        v0 = mf.v0_counts(counts) / npix
-        # V1 = sum(|grad|/4) / (N^2 dt) with |grad| = grad/2
-        v1 = mf.bin_sums(s1.view(b, L)) * 0.125 / (npix * widths)
-        # V2 = sum(ratio / 2pi) / (N^2 dt) with ratio = -curv/4
-        v2 = mf.bin_sums(s2.view(b, L)) * -0.25 / (TWO_PI * npix * widths)
-        out["minkowski"] = torch.stack([v0, v1, v2], 1)
+        out["minkowski"] = _minkowski_from(mf, counts, s1.view(b, L), s2.view(b, L), npix)
 
     if pdf is not None:
         L = pdf.n_cells
@@ -518,8 +589,7 @@ def compute_chunk(x: torch.Tensor, *, spectrum: SpectrumPlan | None = None,
         else:
             pcells = cells if pdf is shared else pdf.cells(flat, bin_sigma, ws)
             pc = torch.bincount(pcells, minlength=b * L).view(b, L).to(dt)
-        widths = torch.as_tensor(pdf.widths, dtype=dt, device=dev)
-        out["pdf"] = pdf.bin_sums(pc) / (npix * widths)
+        out["pdf"] = _pdf_from(pdf, pc, npix)
 
     if peaks is not None:
         L = peaks.n_cells
@@ -540,8 +610,7 @@ def compute_chunk(x: torch.Tensor, *, spectrum: SpectrumPlan | None = None,
             pcells = peaks.exact_cells(flat[idx[:, 0], idx[:, 1]], bin_sigma, b,
                                        batch=idx[:, 0])
             pc = torch.bincount(pcells, minlength=b * L).view(b, L).to(dt)
-        widths = torch.as_tensor(peaks.widths, dtype=dt, device=dev)
-        out["peaks"] = peaks.bin_sums(pc) / widths
+        out["peaks"] = _peaks_from(peaks, pc)
 
     if moments is not None:
         connected, dimensionless = moments
