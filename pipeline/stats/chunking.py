@@ -53,10 +53,20 @@ def run(prep: Prepared, chunk_size: int, **plans) -> dict:
     return {k: torch.cat(v, 0) if len(v) > 1 else v[0] for k, v in parts.items()}
 
 
+def threshold_statistic(kind: str, output: str, maps, thresholds, norm, dtype, device, chunk_size):
+    """One threshold statistic of checked maps: (prep, plan, the (B, ...) result tensor).
+    kind: compute_chunk's plan name (mf, peaks, pdf); output: its result key."""
+    prep = prepare_maps(maps, dtype, device)
+    plan = threshold_plan(thresholds)
+    norm = check_flag(norm, "norm")
+    chunk = check_chunk(chunk_size, prep)
+    return prep, plan, run(prep, chunk, norm=norm, **{kind: plan})[output]
+
+
 def axis(prep: Prepared, values, dtype=None) -> torch.Tensor:
     """A bin axis (ell, nu) as a tensor like the results."""
     return torch.as_tensor(values, dtype=dtype or prep.dtype, device=prep.x.device)
 
 
-__all__ = ["spectrum_plan", "threshold_plan", "check_flag", "check_chunk", "run", "axis",
+__all__ = ["spectrum_plan", "threshold_plan", "check_flag", "check_chunk", "run", "threshold_statistic", "axis",
            "prepare_maps"]

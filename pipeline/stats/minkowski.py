@@ -34,10 +34,7 @@ def minkowski_functionals(maps, thresholds, norm=False, *, dtype=None, device=No
     differences in pixel units (x along the last axis). See
     docs/statistics.md for the formulas and for how they relate to Tomita's.
     """
-    prep = chunking.prepare_maps(maps, dtype, device)
-    plan = chunking.threshold_plan(thresholds)
-    norm = chunking.check_flag(norm, "norm")
-    chunk = chunking.check_chunk(chunk_size, prep)
-    mf = chunking.run(prep, chunk, mf=plan, norm=norm)["minkowski"]
+    prep, plan, mf = chunking.threshold_statistic("mf", "minkowski", maps, thresholds, norm, dtype, device,
+                                                 chunk_size)
     nu = finish(prep, chunking.axis(prep, plan.nu), batched=False)
     return nu, finish(prep, mf[:, 0]), finish(prep, mf[:, 1]), finish(prep, mf[:, 2])

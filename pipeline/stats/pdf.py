@@ -16,9 +16,6 @@ def pixel_pdf(maps, thresholds, norm=False, *, dtype=None, device=None, chunk_si
 
     Returns nu (T,) bin midpoints and p (T,) or (B, T).
     """
-    prep = chunking.prepare_maps(maps, dtype, device)
-    plan = chunking.threshold_plan(thresholds)
-    norm = chunking.check_flag(norm, "norm")
-    chunk = chunking.check_chunk(chunk_size, prep)
-    p = chunking.run(prep, chunk, pdf=plan, norm=norm)["pdf"]
+    prep, plan, p = chunking.threshold_statistic("pdf", "pdf", maps, thresholds, norm, dtype, device,
+                                                 chunk_size)
     return finish(prep, chunking.axis(prep, plan.nu), batched=False), finish(prep, p)

@@ -19,9 +19,6 @@ def peak_counts(maps, thresholds, norm=False, *, dtype=None, device=None, chunk_
     n : (T,) or (B, T) number of peaks in each bin divided by the bin width
         t_{i+1} - t_i (threshold units): dN/dnu per map, not per pixel.
     """
-    prep = chunking.prepare_maps(maps, dtype, device)
-    plan = chunking.threshold_plan(thresholds)
-    norm = chunking.check_flag(norm, "norm")
-    chunk = chunking.check_chunk(chunk_size, prep)
-    n = chunking.run(prep, chunk, peaks=plan, norm=norm)["peaks"]
+    prep, plan, n = chunking.threshold_statistic("peaks", "peaks", maps, thresholds, norm, dtype, device,
+                                                 chunk_size)
     return finish(prep, chunking.axis(prep, plan.nu), batched=False), finish(prep, n)
