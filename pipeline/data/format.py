@@ -243,6 +243,7 @@ def hdf5_write(path: Path, nbytes: int):
             f.close()
         raise
 
+
 def note_hdf5_failure() -> None:
     global _hdf5_failed
     _hdf5_failed = True

@@ -211,11 +211,14 @@ def _chunk_totals(x, norm, do_mf, mf_pts, mf_uni, mf_step,
         m = x[b]
         if norm or do_mom:
             mean, sig[b] = _mean_sigma(m)
-        else:
-            mean = 0.0
+            finite = np.isfinite(mean)  # no NaN or Inf in the map
+        elif do_pk:  # the peak pass must know whether the map holds a NaN or an Inf
+            total = 0.0
             for r in range(n):
-                mean += _row_sum(m[r], 0.0, False)
-        finite = np.isfinite(mean)  # no NaN or Inf in the map
+                total += _row_sum(m[r], 0.0, False)
+            finite = np.isfinite(total)
+        else:
+            finite = True
         s = sig[b] if norm else 1.0
         _pad(m, xp)
         if do_mf:

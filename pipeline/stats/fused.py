@@ -17,6 +17,7 @@ beside the module (numba's cache; a user-wide one when that is read-only).
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 
 import numpy as np
@@ -24,6 +25,7 @@ import numpy as np
 N_MOMENT_SUMS = 8  # sums of g2, x^3, x^2 lap, g2 lap, x^4, x^3 lap, x g2 lap, g2^2 (unscaled)
 
 
+@functools.lru_cache(maxsize=None)  # asked once per chunk; the answer cannot change
 def available() -> bool:
     """numba is installed (imported only when a statistic first runs: the stages that
     compute none do not pay for it). Without it the torch kernels serve the CPU too."""
