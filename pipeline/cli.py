@@ -141,6 +141,23 @@ def _validate(args) -> int:
     return 0 if summary.verdicts.passed else EXIT_VALIDATION_FAILED
 
 
+def _sweep(args) -> None:
+    from pipeline.parallel.comm import world
+    from pipeline.validate.sweep import sweep
+    from pipeline.validate.sweep_table import rank_checkpoints
+
+    results = sweep(args.runs, args.reference, args.n, args.out, args.checkpoints, args.groups, args.config,
+                    args.set, args.stats_cache, args.full_reports, args.keep_maps, progress=not args.quiet)
+    if world().rank == 0:
+        ranks = rank_checkpoints(results)
+        for i, c in enumerate(ranks, 1):
+            print(f"{i:>3}. {c.run_label} step {c.step}{' (best.pt)' if c.best else ''}: worst {c.worst_statistic} "
+                  f"at {c.worst_ratio:.3g}x its threshold; {'PASS' if c.passed else 'FAIL'}"
+                  + (f" ({c.n_passed} of {c.n_items} cosmologies)" if c.n_items > 1 else ""))
+        print(f"sweep: {sum(c.passed for c in ranks)} of {len(ranks)} checkpoints pass; "
+              f"table: {Path(args.out) / 'sweep.csv'}; report: {Path(args.out) / 'index.html'}")
+
+
 def _overrides_and_quiet(s: argparse.ArgumentParser, what: str) -> None:
     s.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help=what)
     s.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -201,6 +218,23 @@ def build_parser() -> argparse.ArgumentParser:
                                     "(other sections ignored)")
     _overrides_and_quiet(s, "override a stats/validation/generate value (e.g. validation.ps_max_rel_err=0.05)")
     s.set_defaults(func=_validate)
+
+    s = sub.add_parser("sweep", help="validate many checkpoints of many runs in one (MPI) job; one table and report")
+    s.add_argument("--runs", nargs="+", required=True, metavar="RUN", help="run directories")
+    s.add_argument("--checkpoints", default="all",
+                   help="which checkpoints of each run: all (default), last, best, every-K; comma-separated")
+    s.add_argument("--reference", required=True, help="held-out dataset, e.g. DATA/test")
+    s.add_argument("--n", type=int, required=True, help="maps to generate per item")
+    s.add_argument("--out", required=True, help="sweep directory (table, report, one directory per item)")
+    s.add_argument("--groups", type=int, help="groups of ranks validating items side by side "
+                                              "(default: one group per rank)")
+    s.add_argument("--full-reports", action="store_true", help="write every item's validation report too")
+    s.add_argument("--keep-maps", action="store_true", help="keep every item's generated maps")
+    s.add_argument("--stats-cache", help="where reference statistics are kept and reused (default OUT/stats)")
+    s.add_argument("--config", help="YAML whose stats, validation and generate sections override the first "
+                                    "run's for every item (other sections ignored)")
+    _overrides_and_quiet(s, "override a stats/validation/generate value for every item")
+    s.set_defaults(func=_sweep)
 
     s = sub.add_parser("stats", help="compute every statistic of every map of a dataset (MPI fan-out)")
     s.add_argument("data", help="dataset directory")

@@ -2,8 +2,12 @@
 
 Only pipeline/parallel reads launcher environment variables. Stages ask for
 ``world()`` and use the small subset of the mpi4py API that ``SerialComm``
-mirrors (rank, size, bcast, gather, allgather, allreduce, barrier, Abort), so
+mirrors (rank, size, bcast, gather, allgather, allreduce, barrier, Split, Abort), so
 the same code runs as a single process without mpi4py installed.
+
+``world()`` is the communicator a stage runs on: COMM_WORLD, or, inside
+``running_on(group)``, a group of ranks split from it (a sweep runs one validation per
+group at a time). An error still ends the whole job (``abort`` aborts COMM_WORLD).
 """
 
 from __future__ import annotations
@@ -40,6 +44,9 @@ class SerialComm:
     def barrier(self):
         pass
 
+    def Split(self, color=0, key=0):  # noqa: N802 (mpi4py's name)
+        return self
+
     def Abort(self, code=1):  # noqa: N802 (mpi4py's name)
         sys.exit(code)
 
@@ -52,8 +59,36 @@ def launched_under_mpi() -> bool:
     return any(v in os.environ for v in _MPI_LAUNCHER_VARS)
 
 
-@functools.lru_cache(maxsize=None)
+_groups: list = []  # the communicators of the running_on blocks entered, innermost last
+
+
 def world():
+    """The communicator stages run on: the innermost ``running_on`` group, else global_world()."""
+    return _groups[-1] if _groups else global_world()
+
+
+@contextlib.contextmanager
+def running_on(comm):
+    """Run the stages inside the block on ``comm`` (a group split from COMM_WORLD)."""
+    _groups.append(comm)
+    try:
+        yield comm
+    finally:
+        _groups.pop()
+
+
+def split_groups(n_groups: int):
+    """COMM_WORLD cut into n_groups groups of consecutive ranks, sizes differing by at most
+    one; returns (this rank's group number, its communicator). Collective on COMM_WORLD."""
+    comm = global_world()
+    if not 1 <= n_groups <= comm.size:
+        raise PipelineError(f"--groups {n_groups}: must be between 1 and the number of ranks ({comm.size})")
+    color = comm.rank * n_groups // comm.size
+    return color, comm.Split(color, comm.rank)
+
+
+@functools.lru_cache(maxsize=None)
+def global_world():
     """COMM_WORLD under an MPI launcher, else a SerialComm."""
     if not launched_under_mpi():
         return SerialComm()
@@ -70,8 +105,8 @@ def world():
 def process_rank() -> int:
     """This process's rank without starting MPI (MPI_Init is collective: a rank starting it
     alone, to report an error, would wait for the others forever): the launcher's variables."""
-    if world.cache_info().currsize:
-        return world().rank
+    if global_world.cache_info().currsize:
+        return global_world().rank
     for var in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "RANK"):
         if os.environ.get(var, "").isdigit():
             return int(os.environ[var])
@@ -112,8 +147,8 @@ def _share_cores(MPI) -> None:
 
 
 def abort(message: str, code: int = 1) -> None:
-    """Print one line and end every rank: for errors that only some ranks see."""
-    comm = world()
+    """Print one line and end every rank of the job: for errors that only some ranks see."""
+    comm = global_world()
     prefix = f"rank {comm.rank}: " if comm.size > 1 else ""
     sys.stderr.write(f"cosmogan: error: {prefix}{message}\n")
     sys.stderr.flush()

@@ -99,3 +99,17 @@ def read_table(path: str | Path) -> StatsTable:
         if len(columns[k]) != n:
             raise DataError(f"{path}: {k!r} has {len(columns[k])} rows, 'index' has {n}")
     return StatsTable(str(path), header, columns)
+
+
+def write_rows(table: StatsTable, rows, path: str | Path) -> Path:
+    """A new table at ``path`` (atomically) holding the given rows (indices into ``table``) of
+    ``table``, with its header and bins: e.g. the maps of one cosmology of a reference."""
+    from pipeline.data.format import atomic_path, hdf5_write
+
+    rows = np.asarray(rows, np.int64)
+    if not len(rows):
+        raise DataError(f"{path}: no rows to write")
+    columns = {k: table.columns[k][rows] for k in PER_MAP}
+    with atomic_path(Path(path)) as tmp, hdf5_write(tmp, sum(c.nbytes for c in columns.values())) as f:
+        write_table(f, table.header, columns)
+    return Path(path)

@@ -21,24 +21,32 @@ from pipeline.errors import DataError
 
 
 def generate(emulator: Emulator, cfg: Config, n_maps: int, out_dir: str | Path, run_dir: str | Path,
-             progress: bool = True) -> Manifest:
+             progress: bool = True, params=None, allow_extrapolation: bool = False) -> Manifest:
     """Write n_maps maps of ``emulator`` to out_dir with the generate section of ``cfg``
-    (seed, batch and shard sizes: stage settings, see pipeline/validate/settings.py)."""
+    (seed, batch and shard sizes: stage settings, see pipeline/validate/validate.py).
+
+    params: for a conditional run, the values (P,) of emulator.param_names every map is
+    made at (physical units), recorded as each map's parameters; None for an unconditional run.
+    """
     if n_maps <= 0:
         raise DataError(f"--n must be positive, got {n_maps}")
+    row = emulator.check_params(None if params is None else [params], 1, allow_extrapolation)[0]
     gen_cfg = cfg.generate
     size = emulator.map_size
+    names = list(emulator.param_names) if row.size else []
     plan = DatasetPlan(
         out=Path(out_dir), n_maps=n_maps, shard_size=gen_cfg.shard_size, map_shape=(size, size),
-        side_angle_deg=emulator.side_angle_deg, param_names=[],
+        side_angle_deg=emulator.side_angle_deg, param_names=names,
         recipe={"checkpoint_sha256": file_sha256(emulator.source), "generate": cfg.to_dict()["generate"],
-                "n_maps": n_maps},
+                "n_maps": n_maps, **({"params": dict(zip(names, row.tolist()))} if names else {})},
         provenance={"generator": "pipeline.models.Generator", "run": str(Path(run_dir).resolve()),
                     "checkpoint": str(emulator.source), "step": emulator.step, "weights": emulator.weights,
                     "seed_words": "(generate.seed, map_index)"})
 
     def produce(first: int, count: int):
-        maps = emulator.sample(count, seed=gen_cfg.seed, batch_size=gen_cfg.batch_size, first_index=first)
-        return maps, np.zeros((count, 0), np.float32)
+        rows = np.broadcast_to(row, (count, row.size))
+        maps = emulator.sample(count, rows if names else None, seed=gen_cfg.seed, batch_size=gen_cfg.batch_size,
+                               first_index=first, allow_extrapolation=allow_extrapolation)
+        return maps, rows.astype(np.float32)
 
     return write_sharded(plan, produce, block=gen_cfg.batch_size, desc="generate", progress=progress)

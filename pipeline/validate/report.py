@@ -48,19 +48,21 @@ DISPLAY_MD = {"power_spectrum": "power spectrum C_ell", "V0": "V0 (area)", "V1":
 
 def write_report(summary: ValidationSummary, reference_table: str | Path, candidate_table: str | Path,
                  reference_dir: str | Path, candidate_dir: str | Path, out_dir: str | Path,
-                 title: str = "Emulator validation") -> Path:
+                 title: str = "Emulator validation", reference_rows=None) -> Path:
     """Write report.md, index.html and the figures into out_dir; returns out_dir/index.html.
 
     reference_table / candidate_table: stats tables on the same bins (the reference =
     simulations, the candidate = the emulator's maps); reference_dir / candidate_dir:
-    the datasets they were made from (for the sample maps and the pixel histogram).
+    the datasets they were made from (for the sample maps and the pixel histogram);
+    reference_rows: the reference dataset's map indices the table holds (None: all), e.g.
+    one cosmology's, so that the pixel figures show those maps only.
     """
     out = Path(out_dir)
     ref, emu = read_table(reference_table), read_table(candidate_table)
     check_comparable(ref, emu)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        figures = _figures(summary, ref, emu, Path(reference_dir), Path(candidate_dir), out)
+        figures = _figures(summary, ref, emu, Path(reference_dir), Path(candidate_dir), out, reference_rows)
         atomic_write_bytes(out / "report.md", _markdown(summary, figures, title, out).encode())
         index = out / "index.html"
         atomic_write_bytes(index, _html(summary, figures, title, out).encode())
@@ -71,13 +73,15 @@ def write_report(summary: ValidationSummary, reference_table: str | Path, candid
 
 # ---------------------------------------------------------------- figures
 
-def _sample(dataset_dir: Path, n_hist: int) -> tuple[np.ndarray, np.ndarray]:
-    """The first maps (to show) and up to n_hist maps evenly spread over the dataset (histogram)."""
+def _sample(dataset_dir: Path, n_hist: int, rows=None) -> tuple[np.ndarray, np.ndarray]:
+    """The first maps (to show) and up to n_hist maps evenly spread over the dataset (histogram),
+    of its maps ``rows`` only when given."""
     data = MapDataset(dataset_dir)
     try:
-        n = len(data)
-        shown, _ = data.read(np.arange(min(N_SHOWN_MAPS, n)))
-        hist, _ = data.read(np.unique(np.linspace(0, n - 1, min(n_hist, n)).round().astype(np.int64)))
+        rows = np.arange(len(data)) if rows is None else np.sort(np.asarray(rows, np.int64))
+        n = len(rows)
+        shown, _ = data.read(rows[:N_SHOWN_MAPS])
+        hist, _ = data.read(rows[np.unique(np.linspace(0, n - 1, min(n_hist, n)).round().astype(np.int64))])
     finally:
         data.close()
     return shown, hist
@@ -90,7 +94,7 @@ def _verdict_threshold(summary: ValidationSummary, name: str, kind: str) -> floa
     return v.threshold if v is not None and v.kind == kind else None
 
 
-def _figures(summary, ref, emu, ref_dir, emu_dir, out) -> list[dict]:
+def _figures(summary, ref, emu, ref_dir, emu_dir, out, ref_rows=None) -> list[dict]:
     bins = ref.header.bins
     sigma = bins.sigma
     l_edges = np.asarray(bins.l_edges)
@@ -100,7 +104,7 @@ def _figures(summary, ref, emu, ref_dir, emu_dir, out) -> list[dict]:
               if in_sigma else "threshold κ (dimensionless)")
     ca, cb = statistic_columns(ref), statistic_columns(emu)
     side = ref.header.side_angle_deg
-    shown_a, hist_a = _sample(ref_dir, N_HISTOGRAM_MAPS)
+    shown_a, hist_a = _sample(ref_dir, N_HISTOGRAM_MAPS, ref_rows)
     shown_b, hist_b = _sample(emu_dir, N_HISTOGRAM_MAPS)
     nu_word = "ν (units of σ<sub>κ</sub>)" if in_sigma else "κ"
     figs = []

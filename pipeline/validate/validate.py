@@ -54,16 +54,12 @@ def validate(run_dir: str | Path, reference: str | Path, n_maps: int, out_dir: s
         checkpoint = "best" if (run_dir / "checkpoints" / "best.pt").is_file() else "last"
     emulator = Emulator.from_checkpoint(read_checkpoint(resolve_checkpoint(run_dir, checkpoint)))
     cfg = stage_config(emulator.config, config_path, overrides)
-    size, angle = emulator.map_size, emulator.side_angle_deg
-    if ref_manifest.map_shape != (size, size) or ref_manifest.side_angle_deg != angle:
-        h, w = ref_manifest.map_shape
-        raise DataError(f"{reference}: maps are {h}x{w} over {ref_manifest.side_angle_deg} deg, but the model "
-                        f"in {emulator.source} makes {size}x{size} over {angle} deg")
+    check_geometry(emulator, reference, ref_manifest)
     if n_maps < 2:
         raise DataError(f"--n {n_maps}: the statistics' distributions need at least 2 generated maps")
     if n_maps < comm.size:
         raise DataError(f"--n {n_maps} is smaller than the number of ranks ({comm.size})")
-    _check_writable(out)
+    check_writable(out)
     with output_lock(out, "validate", comm.rank == 0, from_rank0):
         return _run(emulator, cfg, run_dir, reference, ref_manifest, n_maps, out, stats_cache, progress)
 
@@ -80,8 +76,7 @@ def _run(emulator: Emulator, cfg: Config, run_dir: Path, reference: Path, ref_ma
             cache.mkdir(parents=True, exist_ok=True)
             (out / "stats").mkdir(parents=True, exist_ok=True)
     comm.barrier()
-    bins_key = hashlib.sha256(json.dumps(cfg.to_dict()["stats"], sort_keys=True).encode()).hexdigest()[:12]
-    ref_table = cache / f"reference-{ref_manifest.digest()[:12]}-{bins_key}.h5"
+    ref_table = reference_table_path(cache, ref_manifest, cfg)
     compute_stats(reference, ref_table, cfg.stats, progress=progress)
     gen_table = out / "stats" / "generated.h5"
     compute_stats(generated, gen_table, cfg.stats, like=ref_table, progress=progress)
@@ -99,7 +94,23 @@ def _run(emulator: Emulator, cfg: Config, run_dir: Path, reference: Path, ref_ma
     return comm.bcast(summary, root=0)
 
 
-def _check_writable(out: Path) -> None:
+def check_geometry(emulator: Emulator, reference: Path, ref_manifest) -> None:
+    """Refuse a reference whose maps differ in size or angle from the emulator's."""
+    size, angle = emulator.map_size, emulator.side_angle_deg
+    if ref_manifest.map_shape != (size, size) or ref_manifest.side_angle_deg != angle:
+        h, w = ref_manifest.map_shape
+        raise DataError(f"{reference}: maps are {h}x{w} over {ref_manifest.side_angle_deg} deg, but the model "
+                        f"in {emulator.source} makes {size}x{size} over {angle} deg")
+
+
+def reference_table_path(cache: Path, ref_manifest, cfg: Config) -> Path:
+    """Where the reference's statistics on cfg's bins are kept: named by the dataset and the
+    stats settings, so any validation or sweep with both the same reuses them."""
+    bins_key = hashlib.sha256(json.dumps(cfg.to_dict()["stats"], sort_keys=True).encode()).hexdigest()[:12]
+    return cache / f"reference-{ref_manifest.digest()[:12]}-{bins_key}.h5"
+
+
+def check_writable(out: Path) -> None:
     """One line, on every rank alike, when the report directory cannot be written."""
     comm = world()
     problem = None
