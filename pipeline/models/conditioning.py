@@ -17,6 +17,8 @@ import torch
 
 from pipeline.errors import DataError
 
+FLOAT32_SLACK = 1e-6  # relative: a value this close to the support's edge is on it (float32 rounding)
+
 
 @dataclass(frozen=True)
 class ParamSupport:
@@ -66,7 +68,8 @@ class ParamSupport:
 
     def check(self, params: np.ndarray, allow_extrapolation: bool, where: str) -> np.ndarray:
         """Refuse values (n, P) for an unconditional model, non-finite ones, and ones outside
-        the support unless allow_extrapolation. Returns a boolean (n,) of rows outside it."""
+        the support (by more than float32 rounding) unless allow_extrapolation. Returns a
+        boolean (n,) of rows outside it."""
         p = np.asarray(params, np.float64)
         if not self.conditional:
             if p.size:
@@ -79,7 +82,9 @@ class ParamSupport:
             i, j = map(int, np.argwhere(bad)[0])
             raise DataError(f"{where}: {self.names[j]} of row {i} is {p[i, j]}, not a finite number")
         lo, hi = np.array(self.low), np.array(self.high)
-        outside = (p < lo) | (p > hi)
+        # Datasets store parameters as float32: 0.8 typed and 0.8 stored differ by 1e-8.
+        slack = FLOAT32_SLACK * np.maximum(1.0, np.maximum(abs(lo), abs(hi)))
+        outside = (p < lo - slack) | (p > hi + slack)
         if outside.any() and not allow_extrapolation:
             i, j = map(int, np.argwhere(outside)[0])
             raise DataError(f"{where}: {self.names[j]} = {p[i, j]:g} is outside the training support "

@@ -44,7 +44,7 @@ def generate(emulator: Emulator, cfg: Config, n_maps: int, out_dir: str | Path, 
                     "seed_words": "(generate.seed, map_index)"})
 
     def produce(first: int, count: int):
-        rows = np.broadcast_to(row, (count, row.size))
+        rows = np.repeat(row[None], count, axis=0)
         maps = emulator.sample(count, rows if names else None, seed=gen_cfg.seed, batch_size=gen_cfg.batch_size,
                                first_index=first, allow_extrapolation=allow_extrapolation)
         return maps, rows.astype(np.float32)

@@ -3,7 +3,8 @@
     OUT/sweep.json                  the sweep's settings; a rerun with other settings is refused
     OUT/stats/reference-*.h5        the reference's statistics, made once by all ranks
                                     (and one table per cosmology for a conditional run)
-    OUT/items/RUN/step-N[/COSMO]/   result.json (the item and its ValidationSummary),
+    OUT/items/RUN/step-N[/COSMO]/   item.json (the item and its weights' sha256, written first),
+                                    result.json (the item and its ValidationSummary),
                                     generated.h5; with --full-reports the validation report;
                                     with --keep-maps the generated maps (generated/)
     OUT/sweep.h5, sweep.csv         one row per item (pipeline/validate/sweep_table.py)
@@ -191,8 +192,7 @@ def _validate_item(item: SweepItem, ref_table: Path, ref_rows, reference: Path, 
         emulator = Emulator.from_checkpoint(read_checkpoint(Path(item.checkpoint)))
         check_geometry(emulator, reference, read_manifest(reference))
         if comm.rank == 0:
-            item_dir.mkdir(parents=True, exist_ok=True)
-            remove_temporaries(item_dir)
+            _start_item(item_dir, item, sha)
         comm.barrier()
         generate(emulator, cfg, n_maps, generated, item.run_dir, progress=progress,
                  params=item.cosmology or None, allow_extrapolation=True)
@@ -216,6 +216,23 @@ def _validate_item(item: SweepItem, ref_table: Path, ref_rows, reference: Path, 
     if comm.rank == 0 and not keep_maps and generated.exists():
         shutil.rmtree(generated)  # after the result: a kill in between costs only a regeneration
     comm.barrier()
+
+
+def _start_item(item_dir: Path, item: SweepItem, sha: str) -> None:
+    """Ready item_dir for this item's weights: what an earlier sweep left there for other
+    weights under the same checkpoint name (a retrained run) is removed, work left by a
+    killed sweep for these weights is kept for the stages to resume."""
+    identity = {"item": item.to_json(), "checkpoint_sha256": sha}
+    started = item_dir / "item.json"
+    try:
+        held = json.loads(started.read_text())
+    except (OSError, ValueError):
+        held = None if not item_dir.exists() else {}
+    if held != identity and item_dir.exists():
+        shutil.rmtree(item_dir)
+    item_dir.mkdir(parents=True, exist_ok=True)
+    remove_temporaries(item_dir)
+    atomic_write_bytes(started, (json.dumps(identity, indent=1) + "\n").encode())
 
 
 def _is_done(item_dir: Path, item: SweepItem, sha: str) -> bool:

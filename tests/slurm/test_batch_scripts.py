@@ -1,5 +1,6 @@
 """slurm/*.sh submitted to a real one-node Slurm (conftest.py starts it): the env shim, make-data
-over two MPI tasks, DDP training, pre-emption with requeue and exact resume, cancel, validation."""
+over two MPI tasks, DDP training, pre-emption with requeue and exact resume, cancel, validation,
+a validation sweep."""
 
 from __future__ import annotations
 
@@ -157,3 +158,21 @@ def test_validate_job(slurm, reference_run, tiny_data, tmp_path):
     assert (out / "summary.md").is_file() and (out / "index.html").is_file()
     assert "verdicts" in summary and "validate: " in job_log(log)
     run_cli("verify-data", out / "generated", check=True)
+
+
+def test_sweep_job(slurm, reference_run, tiny_data, tmp_path):
+    """sbatch sweep.sh: `cosmogan sweep` over 2 tasks in 2 groups, the run's kept checkpoints
+    and best.pt, one row per checkpoint, the same table as one process makes."""
+    out, log = tmp_path / "sweep", tmp_path / "sweep.log"
+    run = reference_run[0]
+    slurm.run("sweep.sh", tasks=2, log=log, RUNS=run, CHECKPOINTS="all,best", REFERENCE=tiny_data / "test",
+              N=32, OUT=out, SWEEP_GROUPS=2)
+    text = job_log(log)
+    assert "sweep: " in text and "--groups 2" in text, text
+    rows = (out / "sweep.csv").read_text().splitlines()
+    kept = sorted(p.name for p in (run / "checkpoints").glob("step-*.pt"))
+    assert len(rows) - 1 >= len(kept) and (out / "index.html").is_file()
+    serial = tmp_path / "serial"
+    run_cli("sweep", "--runs", run, "--checkpoints", "all,best", "--reference", tiny_data / "test", "--n", 32,
+            "--out", serial, "--quiet", check=True)
+    assert (serial / "sweep.csv").read_text() == (out / "sweep.csv").read_text()

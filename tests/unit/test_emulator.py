@@ -74,6 +74,10 @@ def test_a_conditional_support_refuses_what_it_cannot_take():
     with pytest.raises(DataError, match=r"Omega_m = 0.45 is outside the training support \[0.2, 0.4\]"):
         support.check(p, False, "--params")
     assert support.check(p, True, "--params").tolist() == [False, True]  # extrapolation asked for: marked
+    # the edges as a dataset stores them (float32) are on the support; a step of 1e-5 beyond is not
+    edges = np.array([[np.float32(0.2), np.float32(1.0)], [np.float32(0.4), np.float32(0.6)]], np.float64)
+    assert support.check(edges, False, "--params").tolist() == [False, False]
+    assert support.check(np.array([[0.2 - 1e-5, 0.8], [0.3, 1.0 + 1e-5]]), True, "--params").tolist() == [True, True]
     with pytest.raises(DataError, match="sigma_8 of row 0 is nan"):
         support.check(np.array([[0.3, np.nan]]), True, "--params")
     with pytest.raises(DataError, match="expected values of"):
