@@ -107,7 +107,8 @@ def _headline(ranks: list[CheckpointRank]) -> tuple[str, str]:
     n_pass = sum(c.passed for c in ranks)
     top = ranks[0]
     text = (f"{n_pass} of {len(ranks)} checkpoints meet every criterion; the closest: {top.run_label} at step "
-            f"{top.step}, using {top.worst_ratio:.0%} of the {top.worst_statistic} threshold")
+            f"{top.step}, its worst statistic ({DISPLAY_MD.get(top.worst_statistic, top.worst_statistic)}) "
+            f"at {top.worst_ratio:.3g}x its threshold")
     return ("pass" if n_pass else "fail"), text
 
 

@@ -4,6 +4,7 @@ per-cosmology items of a conditional run; the report; bad input."""
 
 import csv
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -132,6 +133,10 @@ def test_full_reports_are_linked(runs, tiny_data, tmp_path):
         assert (item / "index.html").is_file() and (item / "summary.json").is_file()
         assert (item / "generated" / "manifest.json").is_file()
         assert f'href="items/a/step-{step:08d}/index.html"' in (out / "index.html").read_text()
+    page = (out / "index.html").read_text()
+    targets = re.findall(r'(?:src|href)="([^"]+)"', page)
+    assert targets and all((out / t).is_file() for t in targets), targets  # relative, and all there
+    assert "http" not in "".join(targets)
 
 
 def test_conditional_run_has_one_item_per_reference_cosmology(runs, tiny_data, tmp_path):

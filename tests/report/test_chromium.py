@@ -151,3 +151,25 @@ def test_screenshot_of_the_report(chromium, report, tmp_path):
         assert (np.abs(top - np.array([0xb3, 0x26, 0x1e]) / 255).max(1) < 0.03).sum() > 5000
     shutil.copyfile(tmp_path / "report.png", SCREENSHOT)
     shutil.copyfile(tmp_path / "report_full.png", SCREENSHOT_FULL)
+
+
+def test_sweep_page_renders_with_both_figures(chromium, report, tmp_path):
+    """The sweep's index.html (pipeline/validate/sweep_report.py) over items made from the
+    report's summary at three steps of two runs: both figures load, no console message."""
+    import json
+
+    from pipeline.validate.summary import ValidationSummary
+    from pipeline.validate.sweep_items import SweepItem
+    from pipeline.validate.sweep_report import write_sweep_report
+    from pipeline.validate.sweep_table import ItemResult
+
+    summary = ValidationSummary.from_json(json.loads((report.parent / "summary.json").read_text()))
+    results = [ItemResult(SweepItem(run, f"/runs/{run}", f"/runs/{run}/step-{s}.pt", s, s == 20), "", summary)
+               for run in ("a", "b") for s in (10, 20, 30)]
+    out = tmp_path / "sweep"
+    out.mkdir()
+    page = write_sweep_report(results, out, Path("/data/test"), 160, full_reports=False)
+    proc = run_browser(chromium, tmp_path, page.as_uri(), "--dump-dom")
+    assert 'id="ranked"' in proc.stdout and "0 of 6 checkpoints meet every criterion" in proc.stdout
+    assert images_marker(proc.stdout) == "ok:2"
+    assert console_messages(proc.stderr) == []
