@@ -309,6 +309,9 @@ class ModelConfig:
     upsample: "transposed" (CosmoGAN) or "resize_conv" (nearest-neighbour upsampling then a
     convolution, against checkerboard artefacts). padding: "zeros" (CosmoGAN) or
     "circular" (the maps of the physical model are periodic: every convolution wraps around).
+    d_minibatch_std: 0 (CosmoGAN) or a group size G: D's last features get one more channel,
+    the standard deviation of its features over groups of G maps of the batch, averaged
+    (Karras et al. 2018), so that D sees how varied the maps are, not only each map.
     """
 
     image_size: int = 0
@@ -318,6 +321,7 @@ class ModelConfig:
     kernel_size: int = 5
     upsample: Literal["transposed", "resize_conv"] = "transposed"
     padding: Literal["zeros", "circular"] = "zeros"
+    d_minibatch_std: int = 0
 
     def validate(self, where: str) -> None:
         _non_negative(self.image_size, f"{where}.image_size")

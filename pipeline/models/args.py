@@ -35,7 +35,8 @@ class ModelArgs:
     size; g_channels / d_channels: the generator's last and the discriminator's first hidden
     width (the other layers are 2x, 4x, 8x); kernel_size: k x k kernels, odd or (transposed
     upsampling only) even; upsample: "transposed" or "resize_conv"; padding: "zeros" or
-    "circular" (periodic maps)."""
+    "circular" (periodic maps); d_minibatch_std: 0 (off) or the group size of D's
+    minibatch standard-deviation channel."""
 
     image_size: int
     z_dim: int = 64
@@ -44,6 +45,7 @@ class ModelArgs:
     kernel_size: int = 5
     upsample: Upsample = "transposed"
     padding: Padding = "zeros"
+    d_minibatch_std: int = 0
 
     def __post_init__(self):
         from pipeline.config import check_field_types
@@ -58,6 +60,8 @@ class ModelArgs:
         for name in ("z_dim", "g_channels", "d_channels"):
             if getattr(self, name) < 1:
                 raise ModelArgsError(f"model.{name}: must be an integer >= 1, got {getattr(self, name)!r}")
+        if self.d_minibatch_std < 0 or self.d_minibatch_std == 1:
+            raise ModelArgsError(f"model.d_minibatch_std: 0 (off) or a group size >= 2, got {self.d_minibatch_std!r}")
         if self.kernel_size < 2:
             raise ModelArgsError(f"model.kernel_size: must be an integer >= 2, got {self.kernel_size!r}")
         if self.kernel_size % 2 == 0 and self.upsample == "resize_conv":

@@ -25,6 +25,7 @@ unchanged.
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 
 import torch
@@ -142,13 +143,46 @@ class Discriminator(nn.Module):
             ("conv4", nn.Conv2d(4 * d, 8 * d, k, 2, p, bias=False, padding_mode=pm)),   # (B, 8d, s, s)      512x16x16
             ("bn4", nn.BatchNorm2d(8 * d)),
             ("lrelu4", nn.LeakyReLU(0.2, inplace=True)),
-            ("flatten", nn.Flatten(1)),                                # (B, 8d*s*s)
-            ("fc", nn.Linear(8 * d * s * s, 1)),                       # (B, 1)
+        ]))
+        extra = 1 if args.d_minibatch_std else 0
+        self.minibatch_std = MinibatchStd(args.d_minibatch_std) if extra else None
+        self.head = nn.Sequential(OrderedDict([
+            ("flatten", nn.Flatten(1)),                                # (B, (8d+extra)*s*s)
+            ("fc", nn.Linear((8 * d + extra) * s * s, 1)),             # (B, 1)
         ]))
 
     def forward(self, x: torch.Tensor, params: torch.Tensor | None = None) -> torch.Tensor:
         """x: (B, 1, H, W) transformed maps -> (B,) logits. params: (B, 0), ignored."""
-        return self.main(x).squeeze(1)
+        h = self.main(x)
+        if self.minibatch_std is not None:
+            h = self.minibatch_std(h)
+        return self.head(h).squeeze(1)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints written before the head was split from main: main.fc.* is head.fc.*
+        old = f"{prefix}main.fc."
+        for key in [k for k in state_dict if k.startswith(old)]:
+            state_dict[f"{prefix}head.fc." + key[len(old):]] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+class MinibatchStd(nn.Module):
+    """One more channel (Karras et al. 2018): the standard deviation of each feature over a
+    group of ``group`` maps of the batch, averaged over features and positions, the same
+    value for every map of the group. Groups are strided, as in Karras et al.'s code (map k
+    is in group k mod B/G); a batch B that ``group`` does not divide uses gcd(B, group)."""
+
+    def __init__(self, group: int):
+        super().__init__()
+        self.group = group
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        g = math.gcd(b, self.group)
+        y = x.float().reshape(g, b // g, c, h, w)       # map i of the batch is in group i % (b // g)
+        std = (y.var(0, unbiased=False) + 1e-8).sqrt().mean((1, 2, 3))  # (b // g,)
+        feature = std.repeat(g).to(x.dtype).reshape(b, 1, 1, 1).expand(b, 1, h, w)
+        return torch.cat([x, feature], 1)
 
 
 def weights_init(module: nn.Module) -> None:

@@ -85,7 +85,7 @@ def _layer_macs(args: ModelArgs) -> dict:
     for i in range(4):
         h_out = H // 2 ** (i + 1)
         dis[f"conv{i + 1}"] = dchans[i] * dchans[i + 1] * k * k * h_out ** 2
-    dis["fc"] = 8 * d * s * s
+    dis["fc"] = (8 * d + (1 if args.d_minibatch_std else 0)) * s * s
     return {"generator": gen, "discriminator": dis}
 
 

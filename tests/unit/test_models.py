@@ -14,9 +14,9 @@ from pipeline.models import Discriminator, Generator, ModelArgs, build_models, w
 from pipeline.models.flops import analytic_forward_flops, count_flops
 
 
-def args_for(image_size, upsample="transposed", z_dim=64, g=64, d=64, k=5, padding="zeros"):
+def args_for(image_size, upsample="transposed", z_dim=64, g=64, d=64, k=5, padding="zeros", mbstd=0):
     return ModelArgs(image_size=image_size, z_dim=z_dim, g_channels=g, d_channels=d, kernel_size=k,
-                     upsample=upsample, padding=padding)
+                     upsample=upsample, padding=padding, d_minibatch_std=mbstd)
 
 
 def n_params(m: nn.Module) -> int:
@@ -39,7 +39,7 @@ def test_shapes(size, upsample):
     # the intermediate shapes of the shape comments: 8g x s x s after the projection
     h = G.main.unflatten(G.main.fc(z))
     assert h.shape == (3, 8 * 16, size // 16, size // 16)
-    assert D.main[:-2](x).shape == (3, 8 * 16, size // 16, size // 16)
+    assert D.main(x).shape == (3, 8 * 16, size // 16, size // 16)
 
 
 @pytest.mark.parametrize("k", [3, 4, 6])
@@ -252,7 +252,7 @@ def test_model_args_round_trip():
     cfg = ModelConfig(z_dim=32, g_channels=16, d_channels=8, kernel_size=3, upsample="resize_conv")
     args = ModelArgs.from_config(cfg, 64)
     assert args.to_dict() == {"image_size": 64, "z_dim": 32, "g_channels": 16, "d_channels": 8,
-                              "kernel_size": 3, "upsample": "resize_conv", "padding": "zeros"}
+                              "kernel_size": 3, "upsample": "resize_conv", "padding": "zeros", "d_minibatch_std": 0}
     restored = ModelArgs.from_dict(json.loads(json.dumps(args.to_dict())))
     assert restored == args
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -395,3 +395,34 @@ def test_circular_generator_maps_are_periodic_in_the_shift_sense():
     stages = G.main[2:]  # after fc and unflatten
     with torch.no_grad():
         torch.testing.assert_close(stages(torch.roll(h, 1, -1)), torch.roll(stages(h), 16, -1))
+
+
+def test_minibatch_std_channel():
+    """D's minibatch standard-deviation channel (model.d_minibatch_std): the value a plain loop
+    gives, the same for the maps of a group, other groups' maps do not change it, and a D
+    without it loads a checkpoint written before its head was split off."""
+    from pipeline.models.dcgan import MinibatchStd
+
+    torch.manual_seed(0)
+    x = torch.randn(6, 3, 2, 2)
+    out = MinibatchStd(3)(x)
+    assert out.shape == (6, 4, 2, 2) and torch.equal(out[:, :3], x)
+    for group in ([0, 2, 4], [1, 3, 5]):  # strided groups: map k in group k mod 2
+        ref = x[group].std(0, unbiased=False).mean()
+        torch.testing.assert_close(out[group, 3], ref.expand(3, 2, 2), rtol=1e-5, atol=1e-6)
+    y = x.clone()
+    y[1] += 5.0
+    assert torch.equal(MinibatchStd(3)(y)[[0, 2, 4], 3], out[[0, 2, 4], 3])
+    assert MinibatchStd(4)(x).shape == (6, 4, 2, 2)  # gcd(6, 4) = 2 maps per group
+
+    G, D = build_models(args_for(32, g=8, d=8, mbstd=4))
+    logits = D(G(torch.randn(8, 64)))
+    assert logits.shape == (8,) and D.head.fc.in_features == (64 + 1) * 2 * 2
+    with pytest.raises(ValueError, match="d_minibatch_std"):
+        args_for(32, mbstd=1)
+
+    _, plain = build_models(args_for(32, g=8, d=8))
+    old = {(k.replace("head.fc", "main.fc")): v for k, v in plain.state_dict().items()}
+    _, again = build_models(args_for(32, g=8, d=8))
+    again.load_state_dict(old)
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), plain.state_dict().values()))
