@@ -131,12 +131,19 @@ def _validate(args) -> int:
     from pipeline.validate.validate import validate
 
     summary = validate(args.run, args.reference, args.n, args.out, args.checkpoint, args.config, args.set,
-                       args.stats_cache, progress=not args.quiet)
+                       args.stats_cache, progress=not args.quiet, noise_floor=args.noise_floor)
     if world().rank == 0:
         v = summary.verdicts
         for name, r in v.statistics.items():
-            print(f"{name:>15}: {r.metric} {r.value:.3%} (threshold {r.threshold:.0%}) "
-                  f"{'pass' if r.passed else 'FAIL'}; KS p > 0.05 in {r.ks_frac_above:.0%} of bins")
+            line = (f"{name:>15}: {r.metric} {r.value:.3%} (threshold {r.threshold:.0%}) "
+                    f"{'pass' if r.mean_passed else 'FAIL'}; KS p > 0.05 in {r.ks_frac_above:.0%} of bins")
+            if r.bias is not None:
+                line += f"; |bias|/sigma {r.bias:.2f}"
+            if r.spread_lo is not None:
+                line += f", sigma ratio {r.spread_lo:.2f}-{r.spread_hi:.2f}"
+            if r.corr_diff is not None:
+                line += f", |delta rho| {r.corr_diff:.3f}"
+            print(line + ("" if r.distribution_passed else " (distribution FAIL)"))
         print(f"validate: {'PASS' if v.passed else 'FAIL'}; report: {Path(args.out) / 'index.html'}")
     return 0 if summary.verdicts.passed else EXIT_VALIDATION_FAILED
 
@@ -152,7 +159,7 @@ def _sweep(args) -> None:
         ranks = rank_checkpoints(results)
         for i, c in enumerate(ranks, 1):
             print(f"{i:>3}. {c.run_label} step {c.step}{' (best.pt)' if c.best else ''}: worst {c.worst_statistic} "
-                  f"at {c.worst_ratio:.3g}x its threshold; {'PASS' if c.passed else 'FAIL'}"
+                  f"uses {c.worst_ratio:.3g}x its allowance; {'PASS' if c.passed else 'FAIL'}"
                   + (f" ({c.n_passed} of {c.n_items} cosmologies)" if c.n_items > 1 else ""))
         print(f"sweep: {sum(c.passed for c in ranks)} of {len(ranks)} checkpoints pass; "
               f"table: {Path(args.out) / 'sweep.csv'}; report: {Path(args.out) / 'index.html'}")
@@ -214,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="report directory")
     s.add_argument("--checkpoint", help="best (default when the run kept one), last, or a path")
     s.add_argument("--stats-cache", help="where reference statistics are kept and reused (default OUT/stats)")
+    s.add_argument("--noise-floor", metavar="DATASET",
+                   help="a second held-out sample of the simulations (e.g. DATA/validation): every figure is shown "
+                        "beside what two samples of the reference model give")
     s.add_argument("--config", help="YAML whose stats, validation and generate sections override the run's "
                                     "(other sections ignored)")
     _overrides_and_quiet(s, "override a stats/validation/generate value (e.g. validation.ps_max_rel_err=0.05)")

@@ -448,6 +448,14 @@ class ValidationConfig:
     of the means| over the peak amplitude of the reference curve (per Minkowski functional);
     ks_min_frac: least fraction of bins with KS p > 0.05 (0 = not required);
     chi2_max_reduced: largest chi^2/dof (0 = not required).
+
+    The per-map distributions, for every statistic (0 = not required): max_bias_over_sigma,
+    the largest |difference of the means| / the reference's per-map standard deviation over
+    the bins; sigma_ratio_min / sigma_ratio_max, the range the ratio of per-map standard
+    deviations (emulator / reference) must keep in every bin, except, for the peak counts
+    and the PDF, the bins whose reference mean is below spread_min_mean_frac of its largest
+    (shown, not judged: a few peaks per map make a noisy ratio); max_corr_diff, the largest
+    |difference| of the power spectrum's correlation coefficients between ell bins.
     """
 
     ps_max_rel_err: float = 0.10
@@ -456,6 +464,11 @@ class ValidationConfig:
     pdf_max_err_over_peak: float = 0.10
     ks_min_frac: float = 0.0
     chi2_max_reduced: float = 0.0
+    max_bias_over_sigma: float = 0.25
+    sigma_ratio_min: float = 0.85
+    sigma_ratio_max: float = 1.15
+    spread_min_mean_frac: float = 0.05
+    max_corr_diff: float = 0.15
 
     def validate(self, where: str) -> None:
         for name in ("ps_max_rel_err", "mf_max_err_over_peak", "peaks_max_err_over_peak", "pdf_max_err_over_peak"):
@@ -463,6 +476,13 @@ class ValidationConfig:
         if not 0 <= self.ks_min_frac <= 1:
             raise ConfigError(f"{where}.ks_min_frac: must be in [0, 1], got {self.ks_min_frac}")
         _non_negative(self.chi2_max_reduced, f"{where}.chi2_max_reduced")
+        for name in ("max_bias_over_sigma", "sigma_ratio_min", "sigma_ratio_max", "max_corr_diff"):
+            _non_negative(getattr(self, name), f"{where}.{name}")
+        if self.sigma_ratio_max and self.sigma_ratio_min > self.sigma_ratio_max:
+            raise ConfigError(f"{where}.sigma_ratio_min: {self.sigma_ratio_min} exceeds sigma_ratio_max "
+                              f"({self.sigma_ratio_max})")
+        if not 0 <= self.spread_min_mean_frac < 1:
+            raise ConfigError(f"{where}.spread_min_mean_frac: must be in [0, 1), got {self.spread_min_mean_frac}")
 
 
 @dataclass

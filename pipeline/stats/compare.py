@@ -43,6 +43,16 @@ class StatisticComparison:
     median |relative difference|, the worst |difference| over the largest |A mean| (for
     statistics that cross zero or vanish in their tails), the KS summary, and chi^2 of the
     mean difference with its degrees of freedom (None when too few maps for the bins).
+
+    The per-map distributions (what covariances and likelihoods need): per bin the per-map
+    standard deviations std_a, std_b (ddof=1), the bias of the mean in units of the
+    reference's scatter (B - A) / std_a and the spread ratio std_b / std_a (None where A
+    does not vary); overall the largest |bias| / std_a, and the difference of the two
+    correlation matrices over the bins (largest |delta rho| off the diagonal and
+    ||rho_B - rho_A||_F / ||rho_A||_F, over the bins that vary in both). For the peak counts
+    and the pixel PDF, wasserstein_over_sigma is the 1-Wasserstein distance of the pooled
+    distributions (peak heights; pixel values) on the threshold bins, in units of the
+    reference's pooled pixel sigma (set by compare_tables).
     """
 
     name: str
@@ -63,6 +73,15 @@ class StatisticComparison:
     chi2_dof: int
     chi2_pvalue: float | None
     notes: dict = field(default_factory=dict)  # why a figure is None, by field name
+    # per-map distributions (defaults: summaries written before they were measured)
+    std_a: list = field(default_factory=list)
+    std_b: list = field(default_factory=list)
+    bias_over_sigma: list = field(default_factory=list)
+    sigma_ratio: list = field(default_factory=list)
+    max_abs_bias_over_sigma: float | None = None
+    corr_max_abs_diff: float | None = None
+    corr_rel_frobenius: float | None = None
+    wasserstein_over_sigma: float | None = None
 
     @property
     def reduced_chi2(self) -> float | None:
@@ -132,6 +151,11 @@ def compare_statistic(xa: np.ndarray, xb: np.ndarray, name: str = "") -> Statist
     ks_p = np.array([r.pvalue for r in ks])
     ks_d = np.array([r.statistic for r in ks])
     chi2, dof, chi2_note = _chi2(xa, xb, diff)
+    sa, sb = np.sqrt(va), np.sqrt(vb)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        bias = np.where(sa > 0, diff / sa, np.nan)
+        spread = np.where(sa > 0, sb / sa, np.nan)
+    corr_max, corr_frob = correlation_difference(xa, xb)
     finite = np.isfinite(rel)
     worst = int(np.nanargmax(np.abs(rel))) if finite.any() else None
     notes = {}
@@ -157,7 +181,33 @@ def compare_statistic(xa: np.ndarray, xb: np.ndarray, name: str = "") -> Statist
         ks_min_pvalue=float(ks_p.min()),
         ks_frac_above_alpha=float((ks_p > KS_ALPHA).mean()),
         chi2=chi2, chi2_dof=dof,
-        chi2_pvalue=None if chi2 is None else float(sps.chi2.sf(chi2, dof)), notes=notes)
+        chi2_pvalue=None if chi2 is None else float(sps.chi2.sf(chi2, dof)), notes=notes,
+        std_a=_listify(sa), std_b=_listify(sb), bias_over_sigma=_listify(bias), sigma_ratio=_listify(spread),
+        max_abs_bias_over_sigma=float(np.nanmax(np.abs(bias))) if np.isfinite(bias).any() else None,
+        corr_max_abs_diff=corr_max, corr_rel_frobenius=corr_frob)
+
+
+def correlation_difference(xa: np.ndarray, xb: np.ndarray) -> tuple[float | None, float | None]:
+    """(largest |rho_B - rho_A| off the diagonal, ||rho_B - rho_A||_F / ||rho_A||_F) of the
+    correlation matrices over the bins, on the bins that vary in both; None below 2 such bins."""
+    keep = (xa.std(0) > 0) & (xb.std(0) > 0)
+    if keep.sum() < 2 or len(xa) < 3 or len(xb) < 3:
+        return None, None
+    ra, rb = np.corrcoef(xa[:, keep], rowvar=False), np.corrcoef(xb[:, keep], rowvar=False)
+    d = rb - ra
+    off = ~np.eye(len(d), dtype=bool)
+    return float(np.abs(d[off]).max()), float(np.linalg.norm(d) / np.linalg.norm(ra))
+
+
+def pooled_wasserstein(nu: np.ndarray, xa: np.ndarray, xb: np.ndarray, sigma: float) -> float | None:
+    """1-Wasserstein distance between the pooled distributions of a binned statistic (peak
+    counts or the PDF per bin, (n, bins)), bins at their centres nu (kappa), in units of
+    sigma: scipy.stats.wasserstein_distance with the mean per-bin values as weights. What
+    falls outside the bins is not counted; the bin width bounds the resolution."""
+    wa, wb = np.clip(xa.mean(0), 0, None), np.clip(xb.mean(0), 0, None)
+    if not (wa.sum() > 0 and wb.sum() > 0 and sigma > 0):
+        return None
+    return float(sps.wasserstein_distance(nu, nu, wa, wb) / sigma)
 
 
 def _chi2(xa, xb, diff) -> tuple[float | None, int, str]:
@@ -192,11 +242,27 @@ def compare_tables(path_a: str | Path, path_b: str | Path) -> ComparisonSummary:
             raise DataError(f"{t.path}: holds {t.n_maps} map; comparing distributions needs at least 2")
     ca, cb = statistic_columns(a), statistic_columns(b)
     bins = a.header.bins
-    return ComparisonSummary(
+    summary = ComparisonSummary(
         reference=str(path_a), candidate=str(path_b), n_reference=a.n_maps, n_candidate=b.n_maps,
         ell=bins.ell.tolist(), l_edges=list(bins.l_edges), thresholds=list(bins.thresholds), nu=bins.nu.tolist(),
         threshold_sigma=bins.sigma, ks_alpha=KS_ALPHA,
         statistics={name: compare_statistic(ca[name], cb[name], name) for name in ca})
+    for name in ("peaks", "pdf"):
+        summary.statistics[name].wasserstein_over_sigma = pooled_wasserstein(bins.nu, ca[name], cb[name],
+                                                                             _pixel_sigma(a))
+    return summary
+
+
+def _pixel_sigma(table: StatsTable) -> float:
+    """The reference's pixel standard deviation (kappa): the threshold unit when thresholds
+    are in sigma, else the square root of the mean per-map pixel variance."""
+    if table.header.bins.sigma != 1.0:
+        return float(table.header.bins.sigma)
+    names = table.header.moment_names
+    moments = table.columns["moments"]
+    if "sigma0" in names:
+        return float(np.sqrt(np.mean(moments[:, names.index("sigma0")] ** 2)))
+    return float("nan")
 
 
 def write_summary(summary, out_dir: str | Path) -> None:

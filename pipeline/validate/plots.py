@@ -260,20 +260,37 @@ def threshold_statistic(nu, x_ref, x_emu, path: Path, *, title: str, ylabel: str
         return save(fig, path)
 
 
+def _corr(ps, n_bins: int) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        corr = np.corrcoef(np.asarray(ps, np.float64), rowvar=False) if len(ps) > 1 else \
+            np.full((n_bins,) * 2, np.nan)
+    return np.atleast_2d(corr)
+
+
 def correlation_matrices(l_edges, ps_ref, ps_emu, path: Path) -> Path:
-    """Pearson correlation of the power spectrum between ell bins, per-map scatter, side by side."""
+    """Pearson correlation of the power spectrum between ell bins, per-map scatter, side by
+    side, and their difference (emulator - reference) on its own colour scale."""
     edges = np.asarray(l_edges)
     with matplotlib.rc_context(STYLE):
-        fig = Figure(figsize=(10, 4.4), layout="constrained")
-        axes = fig.subplots(1, 2, sharey=True)
+        fig = Figure(figsize=(14, 4.4), layout="constrained")
+        axes = fig.subplots(1, 3, sharey=True)
         mesh = None
-        for ax, ps, label, n in ((axes[0], ps_ref, "reference (simulations)", len(ps_ref)),
-                                 (axes[1], ps_emu, "emulator (GAN)", len(ps_emu))):
-            with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                corr = np.corrcoef(np.asarray(ps, np.float64), rowvar=False) if n > 1 else \
-                    np.full((len(edges) - 1,) * 2, np.nan)
-            corr = np.ma.masked_invalid(np.atleast_2d(corr))
+        ra, rb = _corr(ps_ref, len(edges) - 1), _corr(ps_emu, len(edges) - 1)
+        diff = np.ma.masked_invalid(rb - ra)
+        span = max(0.05, float(np.abs(diff).max()) if diff.count() else 0.05)
+        dmesh = axes[2].pcolormesh(edges, edges, diff, cmap="PuOr_r", vmin=-span, vmax=span)
+        axes[2].set_title("emulator − reference")
+        fig.colorbar(dmesh, ax=axes[2], shrink=0.9, label="Δ correlation coefficient")
+        for ax in axes[2:]:
+            ax.set_aspect("equal")
+            ax.grid(False)
+            if _log_spaced(edges):
+                _log_ell_axis(ax, "x", edges)
+            ax.set_xlabel("multipole ℓ (rad$^{-1}$)")
+        for ax, corr, label, n in ((axes[0], ra, "reference (simulations)", len(ps_ref)),
+                                   (axes[1], rb, "emulator (GAN)", len(ps_emu))):
+            corr = np.ma.masked_invalid(corr)
             mesh = ax.pcolormesh(edges, edges, corr, cmap="RdBu_r", vmin=-1, vmax=1)
             ax.set_aspect("equal")
             ax.grid(False)
@@ -283,6 +300,61 @@ def correlation_matrices(l_edges, ps_ref, ps_emu, path: Path) -> Path:
             ax.set_title(f"{label}, {n} maps")
             ax.set_xlabel("multipole ℓ (rad$^{-1}$)")
         axes[0].set_ylabel("multipole ℓ (rad$^{-1}$)")
-        fig.colorbar(mesh, ax=axes, shrink=0.9, label="correlation coefficient of C$_ℓ$")
+        fig.colorbar(mesh, ax=axes[:2], shrink=0.9, label="correlation coefficient of C$_ℓ$")
         fig.suptitle("Power-spectrum correlation matrices (between ℓ bins, over maps)")
+        return save(fig, path)
+
+
+def distributions(panels: list[dict], path: Path, bias_max: float | None, ratio_range: tuple | None) -> Path:
+    """Per statistic, per bin: the bias of the mean in units of the reference's per-map
+    standard deviation (top) and the ratio of per-map standard deviations (bottom), with
+    the criteria (dotted) and, when given, the noise floor: the same measures for two
+    samples of the simulations (grey). panels: dicts of title, x, xlabel, bias, ratio,
+    judged (bool per bin: the ratio is judged there), floor_bias, floor_ratio, logx."""
+    cols = min(3, len(panels))
+    rows = -(-len(panels) // cols)
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=(3.6 * cols, 3.9 * rows), layout="constrained")
+        grid = fig.subplots(2 * rows, cols, squeeze=False)
+        for ax in grid.ravel()[2 * len(panels):]:
+            ax.set_visible(False)
+        for k, pnl in enumerate(panels):  # each statistic: its bias above its spread ratio
+            top, bottom = grid[2 * (k // cols), k % cols], grid[2 * (k // cols) + 1, k % cols]
+            x = np.asarray(pnl["x"], np.float64)
+            for ax, key, centre, limit in ((top, "bias", 0.0, bias_max), (bottom, "ratio", 1.0, None)):
+                y = np.array([np.nan if v is None else v for v in pnl[key]], np.float64)
+                floor = pnl.get(f"floor_{key}")
+                if floor is not None:
+                    f = np.array([np.nan if v is None else v for v in floor], np.float64)
+                    ax.plot(x, f, color="0.55", lw=1.2, marker=".", ms=3, label="two samples of the simulations")
+                if key == "ratio":
+                    judged = np.asarray(pnl["judged"], bool)
+                    ax.plot(x, y, color=EMU_COLOR, lw=1.0, alpha=0.5)
+                    ax.plot(x[judged], y[judged], color=EMU_COLOR, lw=0, marker="o", ms=3.5, label="emulator")
+                    ax.plot(x[~judged], y[~judged], color=EMU_COLOR, lw=0, marker="o", ms=3.5, mfc="none",
+                            label="emulator (not judged)" if (~judged).any() else None)
+                    if ratio_range:
+                        for v in ratio_range:
+                            ax.axhline(v, color="0.3", ls=":", lw=1.1)
+                    shown = y[judged & np.isfinite(y)]
+                    if shown.size:  # the judged bins set the scale; an unjudged tail bin may sit at 0
+                        lo = min(shown.min(), *(ratio_range or (1.0,)))
+                        hi = max(shown.max(), *(ratio_range or (1.0,)))
+                        pad = 0.08 * (hi - lo) + 0.01
+                        ax.set_ylim(lo - pad, hi + pad)
+                    ax.set_ylabel("σ$_{emu}$ / σ$_{ref}$ per map")
+                else:
+                    ax.plot(x, y, color=EMU_COLOR, lw=1.0, marker="o", ms=3.5, label="emulator")
+                    if limit:
+                        for v in (-limit, limit):
+                            ax.axhline(v, color="0.3", ls=":", lw=1.1)
+                    ax.set_ylabel("Δμ / σ$_{ref}$")
+                    ax.set_title(pnl["title"])
+                ax.axhline(centre, color="0.2", lw=0.7)
+                if pnl.get("logx"):
+                    ax.set_xscale("log")
+            bottom.set_xlabel(pnl["xlabel"])
+        grid[0, 0].legend(fontsize=7, loc="best")
+        grid[1, 0].legend(fontsize=7, loc="best")
+        fig.suptitle("Per-map distributions: bias of the mean in units of the scatter, and the ratio of the scatters")
         return save(fig, path)

@@ -129,9 +129,23 @@ def _figures(summary, ref, emu, ref_dir, emu_dir, out, ref_rows=None) -> list[di
         "(standard errors of both means), dotted lines the verdict's threshold.")
     add("Power-spectrum correlations", plots.correlation_matrices(l_edges, ca["power_spectrum"],
                                                                   cb["power_spectrum"], out / "ps_correlation.png"),
-        "Correlation coefficients of C<sub>ℓ</sub> between ℓ bins over the maps, for each sample. Non-Gaussian "
-        "fields couple scales (off-diagonal correlation, strongest at high ℓ); a faithful emulator reproduces "
-        "the pattern, not just the diagonal.", wide=True)
+        "Correlation coefficients of C<sub>ℓ</sub> between ℓ bins over the maps, for each sample, and their "
+        "difference (right, its own colour scale). Non-Gaussian fields couple scales (off-diagonal correlation, "
+        "strongest at high ℓ); a faithful emulator reproduces the pattern, not just the diagonal.", wide=True)
+    panels = _distribution_panels(summary, bins, in_sigma)
+    if panels:
+        crit = summary.verdicts.criteria if summary.verdicts else None
+        floor = " Grey: the same measures for two samples of the simulations (the noise floor)." \
+            if summary.noise_floor is not None else ""
+        add("Per-map distributions", plots.distributions(
+            panels, out / "distributions.png", crit.max_bias_over_sigma if crit else None,
+            (crit.sigma_ratio_min, crit.sigma_ratio_max) if crit and crit.sigma_ratio_max else None),
+            "Top: the difference of the means in units of the reference's per-map standard deviation, bin by bin "
+            "(how far one map of the emulator is from one of the simulations, on average, compared with how much "
+            "maps differ). Bottom: the ratio of the per-map standard deviations (the spread a covariance or a "
+            "likelihood inherits); open circles are bins shown but not judged (peak counts and PDF where the "
+            "reference mean is below " + (f"{crit.spread_min_mean_frac:.0%}" if crit else "5%") + " of its largest)."
+            " Dotted: the criteria." + floor, wide=True)
     mf = {"V0": ("Minkowski functional V0: area fraction above the threshold", "V0 (fraction of the map)"),
           "V1": ("Minkowski functional V1: boundary length", "V1 (per pixel, per unit κ)"),
           "V2": ("Minkowski functional V2: Euler characteristic", "V2 (per pixel², per unit κ)")}
@@ -154,6 +168,36 @@ def _figures(summary, ref, emu, ref_dir, emu_dir, out, ref_rows=None) -> list[di
         "The one-point PDF measured map by map in the threshold bins the verdict uses (the histogram above pools "
         "the pixels instead): mean ±1 per-map standard deviation, and the difference over its peak below.")
     return figs
+
+
+def _distribution_panels(summary: ValidationSummary, bins, in_sigma: bool) -> list[dict]:
+    """The per-statistic inputs of plots.distributions; [] for a summary without the measures."""
+    from pipeline.validate.verdicts import spread_bins
+
+    c = summary.comparison
+    if not all(r.bias_over_sigma for r in c.statistics.values()):
+        return []
+    crit = summary.verdicts.criteria if summary.verdicts else None
+    floor = summary.noise_floor.statistics if summary.noise_floor is not None else {}
+    nu = (np.asarray(bins.nu) / bins.sigma).tolist()
+    panels = []
+    for name, r in c.statistics.items():
+        judged = set(spread_bins(r, crit)) if crit else {j for j, x in enumerate(r.sigma_ratio) if x is not None}
+        f = floor.get(name)
+        ps = name == "power_spectrum"
+        panels.append({"title": DISPLAY_MD[name], "x": c.ell if ps else nu,
+                       "xlabel": "ℓ" if ps else ("ν = κ/σ" if in_sigma else "κ"), "logx": ps and _log_spaced(bins),
+                       "bias": r.bias_over_sigma, "ratio": r.sigma_ratio,
+                       "judged": [j in judged for j in range(r.n_bins)],
+                       "floor_bias": f.bias_over_sigma if f is not None and f.bias_over_sigma else None,
+                       "floor_ratio": f.sigma_ratio if f is not None and f.sigma_ratio else None})
+    return panels
+
+
+def _log_spaced(bins) -> bool:
+    from pipeline.validate.plots import _log_spaced as log_spaced
+
+    return log_spaced(np.asarray(bins.l_edges))
 
 
 # ---------------------------------------------------------------- verdict table
@@ -265,6 +309,81 @@ def _verdict_table_md(summary: ValidationSummary) -> str:
     return "\n".join(lines)
 
 
+DIST_HEAD = ("statistic", "max |Δμ| / σ", "σ ratio (judged bins)", "max |Δρ|", "‖Δρ‖ / ‖ρ‖",
+             "W₁ / σ (pooled)", "χ²/dof", "distribution")
+
+
+def _floor_text(x, fmt) -> str:
+    return "" if x is None else f" (floor {format(x, fmt)})"
+
+
+def _distribution_rows(summary: ValidationSummary) -> list[tuple[str, list[tuple[str, bool | None]]]]:
+    """Per statistic: the per-map distribution's figures, each with its noise floor when the
+    summary has one, and whether the check on it passed (None: not checked)."""
+    from pipeline.validate.verdicts import spread_range
+
+    c, floor = summary.comparison, summary.noise_floor
+    if not all(r.bias_over_sigma for r in c.statistics.values()):
+        return []
+    crit = summary.verdicts.criteria if summary.verdicts else None
+    rows = []
+    for name, r in c.statistics.items():
+        f = floor.statistics.get(name) if floor is not None else None
+        v = summary.verdicts.statistics.get(name) if summary.verdicts else None
+        lo, hi = spread_range(r, crit) if crit else (None, None)
+        flo, fhi = spread_range(f, crit) if crit and f is not None and f.sigma_ratio else (None, None)
+        spread = "n/a" if lo is None else f"{lo:.3f} – {hi:.3f}"
+        if flo is not None:
+            spread += f" (floor {flo:.3f} – {fhi:.3f})"
+        cells = [
+            (_num(r.max_abs_bias_over_sigma) + _floor_text(f and f.max_abs_bias_over_sigma, ".3g"),
+             v.bias_ok if v else None),
+            (spread, v.spread_ok if v else None),
+            (_num(r.corr_max_abs_diff) + _floor_text(f and f.corr_max_abs_diff, ".3g"), v.corr_ok if v else None),
+            (_num(r.corr_rel_frobenius) + _floor_text(f and f.corr_rel_frobenius, ".3g"), None),
+            ("—" if r.wasserstein_over_sigma is None else
+             _num(r.wasserstein_over_sigma) + _floor_text(f and f.wasserstein_over_sigma, ".3g"), None),
+            (_num(r.reduced_chi2) + _floor_text(f and f.reduced_chi2, ".3g"), None),
+            ("not judged" if v is None else ("PASS" if v.distribution_passed else "FAIL"),
+             None if v is None else v.distribution_passed)]
+        rows.append((name, cells))
+    return rows
+
+
+def _distribution_table_html(summary: ValidationSummary) -> str:
+    rows = _distribution_rows(summary)
+    if not rows:
+        return ""
+    out = ['<h2>Per-map distributions</h2>', '<table class="verdicts" id="distribution-table">', "<thead><tr>"
+           + "".join(f"<th>{html.escape(h)}</th>" for h in DIST_HEAD) + "</tr></thead>", "<tbody>"]
+    for name, cells in rows:
+        tds = [f"<td>{DISPLAY.get(name, html.escape(name))}</td>"]
+        for text, ok in cells:
+            cls = "" if ok is None else (' class="ok"' if ok else ' class="bad"')
+            tds.append(f"<td{cls}>{html.escape(text)}</td>")
+        out.append(f'<tr data-statistic="{html.escape(name)}">' + "".join(tds) + "</tr>")
+    out += ["</tbody>", "</table>", '<p class="note">What covariance matrices and likelihoods need: Δμ / σ is the '
+            "difference of the means over the reference's per-map standard deviation (per bin, the largest shown); "
+            "the σ ratio is emulator / reference of the per-map standard deviations over the judged bins; Δρ "
+            "compares the correlation matrices between bins (largest off-diagonal difference, and the relative "
+            "Frobenius norm); W₁ / σ is the 1-Wasserstein distance of the pooled distribution (peak heights; "
+            "pixel values) on the threshold bins, in units of the pixel σ. The floor is the same figure for two "
+            "independent samples of the simulations (<code>--noise-floor</code>): sampling alone gives that much."
+            "</p>"]
+    return "\n".join(out)
+
+
+def _distribution_table_md(summary: ValidationSummary) -> str:
+    rows = _distribution_rows(summary)
+    if not rows:
+        return ""
+    head = [h.replace("|", "\\|") for h in DIST_HEAD]
+    lines = ["## Per-map distributions", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, cells in rows:
+        lines.append("| " + " | ".join([DISPLAY_MD.get(name, name)] + [t for t, _ in cells]) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _criteria_items(summary: ValidationSummary) -> list[str]:
     if summary.verdicts is None:
         return []
@@ -296,7 +415,7 @@ def _markdown(summary: ValidationSummary, figures: list[dict], title: str, out: 
     lines = [f"# {title}", "", f"**{text}**", ""]
     for k, v in _provenance(summary, out):
         lines.append(f"- {k.replace('<sub>κ</sub>', '_κ')}: {v}")
-    lines += ["", "## Verdicts", "", _verdict_table_md(summary), ""]
+    lines += ["", "## Verdicts", "", _verdict_table_md(summary), "", _distribution_table_md(summary)]
     crit = _criteria_items(summary)
     if crit:
         lines += ["Criteria: " + "; ".join(f"`{c}`" for c in crit), ""]
@@ -403,6 +522,7 @@ def _html(summary: ValidationSummary, figures: list[dict], title: str, out: Path
 <dl class="prov">{prov}</dl>
 <h2>Verdicts</h2>
 {_verdict_table_html(summary)}
+{_distribution_table_html(summary)}
 {crit_html}
 <p class="note">Relative errors are (emulator − reference) / |reference| of the bin means;
 |diff| / peak divides the difference of the means by the largest |reference mean| (for statistics that

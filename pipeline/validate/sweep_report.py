@@ -3,8 +3,9 @@
 * ``sweep_curves.png``: each statistic's headline metric against training step, one line
   per run (for a conditional run, the worst over its cosmologies, the cosmologies thin
   behind it), the verdict's threshold dotted: where a run peaked or collapsed.
-* ``sweep_worst.png``: the worst fraction of a threshold used, over the statistics (and
-  cosmologies), against step: above 1 a checkpoint fails.
+* ``sweep_worst.png``: the worst fraction of an allowance used, over the statistics, their
+  checks (mean and per-map distribution) and the cosmologies, against step: above 1 a
+  checkpoint fails.
 Then the checkpoints ranked by that worst fraction, and, for conditional runs, every
 (checkpoint, cosmology) item. The page is self-contained, like the validation report's.
 """
@@ -90,10 +91,10 @@ def _worst(results: list[ItemResult], path: Path) -> Path:
         runs = _by_run(results)
         for (label, items), color in zip(runs.items(), _colors(len(runs))):
             _plot_run(ax, items, lambda r: r.worst[1], color, label)
-        ax.axhline(1.0, color="0.4", ls=":", lw=1.2, label="threshold (1 = at the limit)")
+        ax.axhline(1.0, color="0.4", ls=":", lw=1.2, label="1 = at the limit")
         ax.set_yscale("log")
         ax.set_xlabel("training step")
-        ax.set_ylabel("worst metric / threshold over the statistics")
+        ax.set_ylabel("worst fraction of an allowance used")
         ax.legend(fontsize=8)
         fig.tight_layout()
         return plots.save(fig, path)
@@ -108,7 +109,7 @@ def _headline(ranks: list[CheckpointRank]) -> tuple[str, str]:
     top = ranks[0]
     text = (f"{n_pass} of {len(ranks)} checkpoints meet every criterion; the closest: {top.run_label} at step "
             f"{top.step}, its worst statistic ({DISPLAY_MD.get(top.worst_statistic, top.worst_statistic)}) "
-            f"at {top.worst_ratio:.3g}x its threshold")
+            f"using {top.worst_ratio:.3g}x its allowance")
     return ("pass" if n_pass else "fail"), text
 
 
@@ -123,7 +124,7 @@ def _html(results, ranks, reference, n_maps, full_reports, figures) -> str:
     conditional = any(r.item.cosmology for r in results)
     key_of = {r.item.checkpoint_key: r.item.key.rsplit("/", 1)[0] if r.item.cosmology else r.item.key
               for r in results}
-    head = ["rank", "run", "step", "best.pt", "worst / threshold", "worst statistic"] + \
+    head = ["rank", "run", "step", "best.pt", "worst fraction of an allowance", "worst statistic"] + \
         (["worst cosmology", "cosmologies passed"] if conditional else []) + ["verdict"]
     rows = []
     for i, c in enumerate(ranks, 1):
@@ -143,8 +144,8 @@ def _html(results, ranks, reference, n_maps, full_reports, figures) -> str:
                    f"<figcaption>{cap}</figcaption></figure>" for p, cap in zip(figures, (
                        "Each statistic's headline metric (the one its verdict judges) against training step, "
                        "one line per run; dotted: the threshold. Log scale.",
-                       "The worst fraction of a threshold used, over the statistics, against training step: "
-                       "below 1 every criterion is met.")))
+                       "The worst fraction of an allowance used, over the statistics and their checks, against "
+                       "training step: below 1 every criterion is met.")))
     written = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     return f"""<!DOCTYPE html>
 <html lang="en">
@@ -166,7 +167,10 @@ def _html(results, ranks, reference, n_maps, full_reports, figures) -> str:
 <code>cosmogan validate</code>'s) {"at every cosmology of the reference " if conditional else ""}— it is
 judged on {n_maps} generated maps against the reference, so a pass says the statistics agree within those
 thresholds, not that the maps are indistinguishable from simulations.</p>
-<h2>Checkpoints, ranked by the worst fraction of a threshold used</h2>
+<h2>Checkpoints, ranked by the worst fraction of an allowance used</h2>
+<p class="note">Each check's figure over its allowance: the mean's metric over its threshold, the largest
+|bias| / σ over <code>max_bias_over_sigma</code>, the spread ratio's distance from 1 over the allowed distance,
+the largest |Δρ| over <code>max_corr_diff</code>; the worst of them over the statistics. Above 1 fails.</p>
 {ranked}
 {items_html}
 <h2>Figures</h2>
@@ -182,7 +186,7 @@ thresholds, not that the maps are indistinguishable from simulations.</p>
 
 def _items_html(results: list[ItemResult], full_reports: bool) -> str:
     esc = html.escape
-    head = ["run", "step", "cosmology", "extrapolated", "worst / threshold", "worst statistic", "verdict"]
+    head = ["run", "step", "cosmology", "extrapolated", "worst fraction of an allowance", "worst statistic", "verdict"]
     rows = []
     for r in results:
         name, ratio = r.worst
@@ -201,7 +205,7 @@ def _markdown(results, ranks, reference, n_maps) -> str:
     _, text = _headline(ranks)
     lines = ["# Validation sweep", "", f"**{text}**", "", f"- reference: {reference}", f"- maps per item: {n_maps}",
              f"- items: {len(results)}; every number in sweep.h5 and sweep.csv", "",
-             "| rank | run | step | best.pt | worst / threshold | worst statistic | passed | verdict |",
+             "| rank | run | step | best.pt | worst fraction of an allowance | worst statistic | passed | verdict |",
              "|---|---|---|---|---|---|---|---|"]
     for i, c in enumerate(ranks, 1):
         lines.append(f"| {i} | {c.run_label} | {c.step} | {'yes' if c.best else ''} | {c.worst_ratio:.3g} | "

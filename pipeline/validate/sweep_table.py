@@ -1,9 +1,11 @@
 """The sweep table: one row per item, in HDF5 (sweep.h5) and CSV (sweep.csv).
 
 Each row names the item (run, checkpoint, step, cosmology) and gives, per statistic, the
-verdict's headline metric, its threshold, their ratio (the fraction of the allowance
-used: above 1 fails), the fraction of bins with KS p > 0.05, chi^2/dof and the pass
-flag; ``worst_ratio`` is the largest of the ratios and ``worst_statistic`` its statistic.
+verdict's headline metric and its threshold, the fraction of bins with KS p > 0.05,
+chi^2/dof, the per-map distribution's figures (largest |bias| / sigma, the spread ratio's
+range, the largest |delta rho|), ``ratio`` (the largest fraction of an allowance any of its
+checks uses, verdicts.allowance_used: above 1 fails) and the pass flag; ``worst_ratio``
+is the largest ratio and ``worst_statistic`` its statistic.
 Checkpoints are ranked by the worst ratio over their cosmologies.
 """
 
@@ -23,10 +25,12 @@ from pipeline.data.format import atomic_path, atomic_write_bytes, hdf5_write
 from pipeline.stats.compare import STATISTICS
 from pipeline.validate.summary import ValidationSummary
 from pipeline.validate.sweep_items import SweepItem
+from pipeline.validate.verdicts import allowance_used
 
 FORMAT_NAME = "cosmogan-sweep"
 FORMAT_VERSION = 1
-PER_STATISTIC = ("value", "threshold", "ratio", "ks_frac", "chi2_reduced", "pass")
+PER_STATISTIC = ("value", "threshold", "ratio", "ks_frac", "chi2_reduced", "bias", "spread_lo", "spread_hi",
+                 "corr_diff", "pass")
 
 
 @dataclass
@@ -47,8 +51,9 @@ class ItemResult:
                    ValidationSummary.from_json(d["summary"]))
 
     def ratio(self, statistic: str) -> float:
-        v = self.summary.verdicts.statistics[statistic]
-        return v.value / v.threshold if v.threshold > 0 else math.inf
+        """The largest fraction of an allowance the statistic's checks use (verdicts.allowance_used)."""
+        verdicts = self.summary.verdicts
+        return max(allowance_used(verdicts.statistics[statistic], verdicts.criteria).values())
 
     @property
     def worst(self) -> tuple[str, float]:
@@ -112,8 +117,9 @@ def columns(results: list[ItemResult]) -> dict[str, list]:
             v = r.summary.verdicts.statistics[s]
             row.update({f"{s}_value": v.value, f"{s}_threshold": v.threshold, f"{s}_ratio": r.ratio(s),
                         f"{s}_ks_frac": v.ks_frac_above,
-                        f"{s}_chi2_reduced": math.nan if v.reduced_chi2 is None else v.reduced_chi2,
-                        f"{s}_pass": v.passed})
+                        f"{s}_chi2_reduced": _nan(v.reduced_chi2), f"{s}_bias": _nan(v.bias),
+                        f"{s}_spread_lo": _nan(v.spread_lo), f"{s}_spread_hi": _nan(v.spread_hi),
+                        f"{s}_corr_diff": _nan(v.corr_diff), f"{s}_pass": v.passed})
         for k in cols:
             cols[k].append(row[k])
     return cols
@@ -140,6 +146,10 @@ def write_table(results: list[ItemResult], out: Path, attrs: dict) -> tuple[Path
         writer.writerow([_csv(cols[k][i]) for k in cols])
     atomic_write_bytes(csv_path, text.getvalue().encode())
     return h5, csv_path
+
+
+def _nan(x: float | None) -> float:
+    return math.nan if x is None else float(x)
 
 
 def _csv(x):

@@ -45,11 +45,26 @@ def stage_config(run_config: Config, config_path=None, overrides=(), stage: str 
 
 def validate(run_dir: str | Path, reference: str | Path, n_maps: int, out_dir: str | Path,
              checkpoint: str | None = None, config_path: str | Path | None = None, overrides=(),
-             stats_cache: str | Path | None = None, progress: bool = True) -> ValidationSummary:
-    """Run the whole validation; returns the summary (with verdicts) on every rank."""
+             stats_cache: str | Path | None = None, progress: bool = True,
+             noise_floor: str | Path | None = None) -> ValidationSummary:
+    """Run the whole validation; returns the summary (with verdicts) on every rank.
+
+    noise_floor: a second held-out sample of the reference model (e.g. DATA/validation
+    beside DATA/test), compared with the reference the same way, so that every figure of
+    the report stands beside what two samples of the simulations give."""
     comm = world()
     run_dir, reference, out = Path(run_dir), Path(reference), Path(out_dir)
     ref_manifest = read_manifest(reference)
+    floor_manifest = read_manifest(noise_floor) if noise_floor is not None else None
+    if floor_manifest is not None:
+        if (floor_manifest.map_shape, floor_manifest.side_angle_deg) != (ref_manifest.map_shape,
+                                                                         ref_manifest.side_angle_deg):
+            h, w = floor_manifest.map_shape
+            raise DataError(f"{noise_floor}: maps are {h}x{w} over {floor_manifest.side_angle_deg} deg, unlike the "
+                            f"reference {reference}")
+        if floor_manifest.digest() == ref_manifest.digest():
+            raise DataError(f"--noise-floor {noise_floor}: is the reference itself; give another sample "
+                            "(e.g. the validation split)")
     if checkpoint is None:  # the best by fidelity when training kept one
         checkpoint = "best" if (run_dir / "checkpoints" / "best.pt").is_file() else "last"
     emulator = Emulator.from_checkpoint(read_checkpoint(resolve_checkpoint(run_dir, checkpoint)))
@@ -61,11 +76,12 @@ def validate(run_dir: str | Path, reference: str | Path, n_maps: int, out_dir: s
         raise DataError(f"--n {n_maps} is smaller than the number of ranks ({comm.size})")
     check_writable(out)
     with output_lock(out, "validate", comm.rank == 0, from_rank0):
-        return _run(emulator, cfg, run_dir, reference, ref_manifest, n_maps, out, stats_cache, progress)
+        return _run(emulator, cfg, run_dir, reference, ref_manifest, n_maps, out, stats_cache, progress,
+                    Path(noise_floor) if noise_floor is not None else None, floor_manifest)
 
 
 def _run(emulator: Emulator, cfg: Config, run_dir: Path, reference: Path, ref_manifest, n_maps: int, out: Path,
-         stats_cache, progress: bool) -> ValidationSummary:
+         stats_cache, progress: bool, noise_floor: Path | None, floor_manifest) -> ValidationSummary:
     comm = world()
     generated = out / "generated"
     generate(emulator, cfg, n_maps, generated, run_dir, progress=progress)
@@ -80,12 +96,17 @@ def _run(emulator: Emulator, cfg: Config, run_dir: Path, reference: Path, ref_ma
     compute_stats(reference, ref_table, cfg.stats, progress=progress)
     gen_table = out / "stats" / "generated.h5"
     compute_stats(generated, gen_table, cfg.stats, like=ref_table, progress=progress)
+    floor_table = None
+    if noise_floor is not None:  # on the reference's bins, cached like it
+        floor_table = cache / f"floor-{floor_manifest.digest()[:12]}-on-{ref_table.name}"
+        compute_stats(noise_floor, floor_table, cfg.stats, like=ref_table, progress=progress)
 
     summary = None
     if comm.rank == 0:
         comparison = compare_tables(ref_table, gen_table)
         summary = ValidationSummary(comparison, judge(comparison, cfg.validation),
-                                    RunInfo(str(run_dir.resolve()), str(emulator.source), int(emulator.step)))
+                                    RunInfo(str(run_dir.resolve()), str(emulator.source), int(emulator.step)),
+                                    compare_tables(ref_table, floor_table) if floor_table is not None else None)
         from pipeline.validate.report import write_report
 
         with rank_local_work(f"{out}: cannot write the report"):

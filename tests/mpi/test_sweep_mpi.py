@@ -68,7 +68,7 @@ def test_one_row_per_checkpoint_ranked(serial_sweep, runs):
         assert float(t["worst_ratio"]) == pytest.approx(max(ratios.values()), rel=1e-5)
         assert t["worst_statistic"] == max(ratios, key=ratios.get)
     ranked = [ln for ln in proc.stdout.splitlines() if ln.lstrip()[:2].rstrip(".").isdigit()]
-    worst = [float(ln.split(" at ")[1].split("x")[0]) for ln in ranked]
+    worst = [float(ln.split(" uses ")[1].split("x")[0]) for ln in ranked]
     assert len(ranked) == 8 and worst == sorted(worst)
     assert "sweep: " in proc.stdout and (out / "index.html").is_file() and (out / "sweep_curves.png").is_file()
     # the generated maps are not kept without --keep-maps; each item keeps its result and stats table

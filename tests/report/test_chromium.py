@@ -32,7 +32,7 @@ from pipeline.validate.summary import RunInfo, ValidationSummary
 from pipeline.validate.verdicts import judge
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-N_FIGURES = 9
+N_FIGURES = 10
 SCREENSHOT = Path("/tmp/report_screenshot.png")
 SCREENSHOT_FULL = Path("/tmp/report_screenshot_full.png")
 
@@ -100,7 +100,8 @@ def report(tmp_path_factory) -> Path:
     finally:
         torch.set_num_threads(threads)
     comparison = compare_tables(root / "ref.h5", root / "emu.h5")
-    criteria = ValidationConfig(ps_max_rel_err=0.1, mf_max_err_over_peak=0.1, peaks_max_err_over_peak=0.1,
+    criteria = ValidationConfig(max_bias_over_sigma=0, sigma_ratio_max=0, max_corr_diff=0,
+                                ps_max_rel_err=0.1, mf_max_err_over_peak=0.1, peaks_max_err_over_peak=0.1,
                                 pdf_max_err_over_peak=0.1)
     summary = ValidationSummary(comparison, judge(comparison, criteria),
                                 RunInfo("/scratch/runs/demo", "checkpoints/best.pt", 5000))

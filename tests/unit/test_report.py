@@ -27,16 +27,18 @@ from pipeline.validate.summary import ValidationSummary
 from pipeline.validate.verdicts import judge
 
 NAMES = ("power_spectrum", "V0", "V1", "V2", "peaks", "pdf")
-FIGURES = ("maps.png", "pixel_histogram.png", "power_spectrum.png", "ps_correlation.png", "minkowski_V0.png",
-           "minkowski_V1.png", "minkowski_V2.png", "peaks.png", "pdf.png")
+FIGURES = ("maps.png", "pixel_histogram.png", "power_spectrum.png", "ps_correlation.png", "distributions.png",
+           "minkowski_V0.png", "minkowski_V1.png", "minkowski_V2.png", "peaks.png", "pdf.png")
 
 
 
 def make_verdicts(comparison, threshold: float, ks_min_frac: float = 0.5):
-    """The validate stage's verdicts with every threshold at ``threshold``."""
+    """The validate stage's verdicts with every threshold of the means at ``threshold`` (the
+    per-map distribution checks off: test_distribution_checks covers them)."""
     return judge(comparison, ValidationConfig(ps_max_rel_err=threshold, mf_max_err_over_peak=threshold,
                                               peaks_max_err_over_peak=threshold, pdf_max_err_over_peak=threshold,
-                                              ks_min_frac=ks_min_frac))
+                                              ks_min_frac=ks_min_frac, max_bias_over_sigma=0, sigma_ratio_max=0,
+                                              max_corr_diff=0))
 
 
 @pytest.fixture(scope="module")
@@ -230,7 +232,8 @@ def test_markdown_has_the_table_and_links_every_figure(report):
     linked = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
     assert sorted(linked) == sorted(FIGURES)
     assert all((index.parent / f).is_file() for f in linked)
-    table = [ln for ln in md.splitlines() if ln.startswith("| ")]
+    verdicts_md = md.split("## Per-map distributions")[0]
+    table = [ln for ln in verdicts_md.splitlines() if ln.startswith("| ")]
     assert len(table) == 1 + len(NAMES)  # header + one row per statistic
     for name, line in zip(NAMES, table[1:]):
         expected = "**PASS**" if summary.verdicts.statistics[name].passed else "**FAIL**"
