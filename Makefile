@@ -33,7 +33,8 @@ quickstart: install-base
 	$(VENV)/bin/cosmogan verify-data $(QUICKSTART_DATA)/train $(QUICKSTART_DATA)/validation $(QUICKSTART_DATA)/test
 	$(VENV)/bin/cosmogan train --config configs/quickstart.yaml --data $(QUICKSTART_DATA) --run $(QUICKSTART_RUN)
 	$(VENV)/bin/mpirun -n 2 $(VENV)/bin/cosmogan validate --run $(QUICKSTART_RUN) \
-	    --reference $(QUICKSTART_DATA)/test --n 2048 --out $(QUICKSTART_REPORT)
+	    --reference $(QUICKSTART_DATA)/test --noise-floor $(QUICKSTART_DATA)/validation --n 2048 \
+	    --out $(QUICKSTART_REPORT)
 
 test: install
 	$(PY) -m pytest

@@ -26,7 +26,9 @@
 # Knobs (environment): RUN (the training run), CHECKPOINT (last, best, or a path; default:
 # best when the run kept one), REFERENCE (held-out dataset directory, default DATA/test), N
 # (maps to generate; default: as many as REFERENCE holds), OUT (default RUN/validation),
-# STATS_CACHE (where reference statistics are kept and reused; default OUT/stats), PYTHON
+# STATS_CACHE (where reference statistics are kept and reused; default OUT/stats),
+# NOISE_FLOOR (a second held-out sample, e.g. DATA/validation: every figure beside what two
+# samples of the simulations give; default none), PYTHON
 # or VENV, IMAGE, SRUN_MPI (default pmi2), SRUN_FLAGS. Arguments are passed on to
 # `cosmogan validate` (e.g. --config my-bins.yaml --set generate.seed=1
 # --set validation.ps_max_rel_err=0.05: stats, validation and generate settings over the run's).
@@ -64,5 +66,6 @@ echo "cosmogan: job ${SLURM_JOB_ID:-?} on ${SLURM_JOB_NODELIST:-?}: ${SLURM_NTAS
      "RUN=${RUN} CHECKPOINT=${CHECKPOINT:-default} REFERENCE=${REFERENCE} N=${N} OUT=${OUT}"
 
 cosmogan_srun validate --run "${RUN}" --reference "${REFERENCE}" --n "${N}" --out "${OUT}" \
-    ${CHECKPOINT:+--checkpoint "${CHECKPOINT}"} ${STATS_CACHE:+--stats-cache "${STATS_CACHE}"} --quiet "$@"
+    ${CHECKPOINT:+--checkpoint "${CHECKPOINT}"} ${STATS_CACHE:+--stats-cache "${STATS_CACHE}"} \
+    ${NOISE_FLOOR:+--noise-floor "${NOISE_FLOOR}"} --quiet "$@"
 exit $?

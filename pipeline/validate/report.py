@@ -258,7 +258,12 @@ def _banner(summary: ValidationSummary) -> tuple[str, str]:
     if verdicts.passed:
         return "pass", f"PASS: all {n} statistics within their thresholds"
     failed = verdicts.failed
-    return "fail", f"FAIL: {len(failed)} of {n} statistics outside their thresholds ({', '.join(failed)})"
+    means = [k for k, v in verdicts.statistics.items() if not v.mean_passed]
+    spreads = [k for k, v in verdicts.statistics.items() if not v.distribution_passed]
+    parts = [f"the means of {', '.join(means)}" if means else "",
+             f"the per-map distributions of {', '.join(spreads)}" if spreads else ""]
+    return "fail", (f"FAIL: {len(failed)} of {n} statistics outside their thresholds: "
+                    + "; ".join(p for p in parts if p))
 
 
 HEAD = ("statistic", "bins", "worst rel. error of the mean (at)", "worst |diff| / peak", "KS min p",

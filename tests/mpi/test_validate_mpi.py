@@ -82,3 +82,28 @@ def test_unwritable_output_directory(tiny_run, tiny_data, tmp_path):
     proc = run_main("validate", "--run", tiny_run, "--reference", tiny_data / "test", "--n", 8, "--out", target)
     assert_one_line_error(proc, str(target), "cannot write the report")
     assert target.read_text().startswith("a file")
+
+
+def test_noise_floor_is_the_reference_against_a_second_sample(tiny_run, tiny_data, tmp_path):
+    """--noise-floor DATA/validation: summary.json holds the reference compared with that
+    second sample of the simulations, on the reference's bins, and the report shows it."""
+    out = tmp_path / "r"
+    run_main("validate", "--run", tiny_run, "--reference", tiny_data / "test", "--n", 20, "--out", out, "--quiet",
+             "--noise-floor", tiny_data / "validation", *LENIENT, check=True)
+    s = json.loads((out / "summary.json").read_text())
+    floor = s["noise_floor"]
+    assert floor["n_reference"] == 32 and floor["n_candidate"] == 32 and floor["l_edges"] == s["l_edges"]
+    (table,) = (out / "stats").glob("floor-*.h5")
+    from pipeline.stats.compare import compare_tables
+
+    again = compare_tables(floor["reference"], table).to_json()
+    assert again["statistics"] == floor["statistics"]
+    page = (out / "index.html").read_text()
+    assert 'id="distribution-table"' in page and "(floor " in page
+
+
+def test_noise_floor_that_is_the_reference(tiny_run, tiny_data, tmp_path):
+    proc = run_main("validate", "--run", tiny_run, "--reference", tiny_data / "test", "--n", 8, "--out",
+                    tmp_path / "r", "--noise-floor", tiny_data / "test")
+    assert_one_line_error(proc, "--noise-floor", "is the reference itself")
+    assert not (tmp_path / "r").exists()

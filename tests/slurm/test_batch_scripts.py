@@ -151,9 +151,11 @@ def test_cancelled_job_is_not_requeued(slurm, slurm_cluster, tiny_data, tmp_path
 def test_validate_job(slurm, reference_run, tiny_data, tmp_path):
     """sbatch validate.sh: `cosmogan validate` over 2 tasks, as many maps as the reference holds."""
     out, log = tmp_path / "validation", tmp_path / "validate.log"
-    slurm.run("validate.sh", *LENIENT, tasks=2, log=log, RUN=reference_run[0], REFERENCE=tiny_data / "test", OUT=out)
+    slurm.run("validate.sh", *LENIENT, tasks=2, log=log, RUN=reference_run[0], REFERENCE=tiny_data / "test", OUT=out,
+              NOISE_FLOOR=tiny_data / "validation")
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_reference"] == summary["n_candidate"] == 32
+    assert summary["noise_floor"]["n_candidate"] == 32
     assert {"power_spectrum", "pdf", "peaks"} <= set(summary["statistics"])
     assert (out / "summary.md").is_file() and (out / "index.html").is_file()
     assert "verdicts" in summary and "validate: " in job_log(log)

@@ -1,6 +1,7 @@
 """The comparison engine against direct computations on known samples."""
 
 import numpy as np
+import pytest
 from scipy import stats as sps
 
 from pipeline.stats.compare import ComparisonSummary, compare_statistic, summary_markdown
@@ -88,3 +89,88 @@ def test_markdown_names_each_statistic():
                           ks_alpha=0.05, statistics={"power_spectrum": r, "pdf": r})
     md = summary_markdown(s)
     assert "| power_spectrum | 3 |" in md and "| pdf | 3 |" in md and "**pdf**" in md
+
+
+# -- per-map distributions ----------------------------------------------------------------------
+
+def test_bias_in_units_of_scatter_and_spread_ratio_are_exact():
+    """b = 1.2 a + 0.05 (per bin): the spread ratio is 1.2 in every bin and the bias is the
+    shift of the means over a's per-map standard deviation, to rounding."""
+    rng = np.random.default_rng(5)
+    a = rng.normal(1.0, [0.1, 0.2, 0.3], size=(500, 3))
+    b = 1.2 * a + 0.05
+    r = compare_statistic(a, b)
+    np.testing.assert_allclose(r.sigma_ratio, 1.2, rtol=1e-12)
+    np.testing.assert_allclose(r.bias_over_sigma, (b.mean(0) - a.mean(0)) / a.std(0, ddof=1), rtol=1e-12)
+    np.testing.assert_allclose(r.std_a, a.std(0, ddof=1), rtol=1e-12)
+    assert r.max_abs_bias_over_sigma == max(abs(x) for x in r.bias_over_sigma)
+    # a linear map of each column leaves every correlation unchanged
+    assert r.corr_max_abs_diff < 1e-12 and r.corr_rel_frobenius < 1e-12
+
+
+def test_correlation_difference_of_a_coupled_and_an_independent_sample():
+    """a's two bins correlated at rho = 0.8 (a shared Gaussian), b's independent: the largest
+    off-diagonal difference is the sample's rho, near 0.8 (within 3 standard errors of a
+    correlation coefficient, (1 - rho^2) / sqrt(n) = 0.006 at n = 10000)."""
+    rng = np.random.default_rng(6)
+    n = 10000
+    shared = rng.normal(size=n)
+    a = np.stack([shared, 0.8 * shared + 0.6 * rng.normal(size=n)], 1)
+    b = rng.normal(size=(n, 2))
+    r = compare_statistic(a, b)
+    assert abs(r.corr_max_abs_diff - 0.8) < 3 * 0.36 / np.sqrt(n) + 3 / np.sqrt(n)
+    # ||rho_b - rho_a||_F / ||rho_a||_F with rho_a = [[1, .8], [.8, 1]]: sqrt(2) 0.8 / sqrt(2 + 2 x 0.64)
+    assert abs(r.corr_rel_frobenius - np.sqrt(2) * 0.8 / np.sqrt(3.28)) < 0.01
+
+
+def test_pooled_wasserstein_of_a_shift_is_the_shift():
+    """Two unit Gaussians 0.3 sigma apart, binned in 0.05 sigma bins: the binned 1-Wasserstein
+    distance equals scipy's on the raw samples to within half a bin, and both are near 0.3."""
+    from pipeline.stats.compare import pooled_wasserstein
+
+    rng = np.random.default_rng(7)
+    sigma = 0.02  # kappa
+    xa, xb = rng.normal(0, sigma, 200000), rng.normal(0.3 * sigma, sigma, 200000)
+    edges = np.linspace(-6 * sigma, 6 * sigma, 241)
+    nu = (edges[1:] + edges[:-1]) / 2
+    ha, hb = np.histogram(xa, edges)[0][None] / 1.0, np.histogram(xb, edges)[0][None] / 1.0
+    w = pooled_wasserstein(nu, ha, hb, sigma)
+    raw = sps.wasserstein_distance(xa, xb) / sigma
+    assert abs(w - raw) < 0.5 * 0.05 and abs(raw - 0.3) < 0.01
+
+
+def test_distribution_verdicts():
+    """The checks of the per-map distribution: a spread 25% low fails the ratio, a shift of
+    half a sigma fails the bias, criteria of 0 are not checked."""
+    from pipeline.config import ValidationConfig
+    from pipeline.validate.verdicts import allowance_used, judge_statistic
+
+    rng = np.random.default_rng(8)
+    a = rng.normal(1.0, 0.1, size=(4000, 4))
+    narrow = compare_statistic(a, 1.0 + 0.75 * (rng.normal(1.0, 0.1, size=(4000, 4)) - 1.0), "V1")
+    shifted = compare_statistic(a, rng.normal(1.05, 0.1, size=(4000, 4)), "V1")
+    same = compare_statistic(a, rng.normal(1.0, 0.1, size=(4000, 4)), "V1")
+    vc = ValidationConfig()
+    v = judge_statistic(narrow, vc)
+    assert v.spread_ok is False and v.spread_hi < 0.85 and v.bias_ok is True and not v.passed
+    assert allowance_used(v, vc)["spread"] == pytest.approx((1 - v.spread_lo) / 0.15)
+    v = judge_statistic(shifted, vc)
+    assert v.bias_ok is False and v.bias > 0.4 and v.spread_ok is True and not v.distribution_passed
+    v = judge_statistic(same, vc)
+    assert v.bias_ok and v.spread_ok and v.corr_ok is None  # correlations are judged on the power spectrum
+    off = judge_statistic(narrow, ValidationConfig(max_bias_over_sigma=0, sigma_ratio_max=0, max_corr_diff=0))
+    assert (off.bias_ok, off.spread_ok, off.corr_ok) == (None, None, None) and off.distribution_passed
+
+
+def test_spread_of_sparse_bins_is_shown_not_judged():
+    """For peak counts, bins whose reference mean is below spread_min_mean_frac of its largest
+    are left out of the judged spread range."""
+    from pipeline.config import ValidationConfig
+    from pipeline.validate.verdicts import spread_bins
+
+    rng = np.random.default_rng(9)
+    a = np.stack([rng.poisson(100, 3000), rng.poisson(2, 3000)], 1).astype(float)
+    b = np.stack([rng.poisson(100, 3000), rng.poisson(2, 3000) * 3], 1).astype(float)
+    r = compare_statistic(a, b, "peaks")
+    assert spread_bins(r, ValidationConfig()) == [0]
+    assert spread_bins(r, ValidationConfig(spread_min_mean_frac=0)) == [0, 1]
