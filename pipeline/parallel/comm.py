@@ -16,10 +16,12 @@ import contextlib
 import functools
 import os
 import sys
+import time
 
 from pipeline.errors import PipelineError, os_error_text
 
 # Set by MPICH/Hydra and by srun --mpi=pmi2 (PMI_*), Open MPI (OMPI_*), Intel MPI / PMIx (PMIX_*).
+ABORT_GRACE_S = 0.5  # seconds between a rank's error line and MPI_Abort (see abort)
 _MPI_LAUNCHER_VARS = ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS")
 
 
@@ -153,6 +155,9 @@ def abort(message: str, code: int = 1) -> None:
     sys.stderr.write(f"cosmogan: error: {prefix}{message}\n")
     sys.stderr.flush()
     if comm.size > 1:
+        # MPI_Abort tears the job down at once; the launcher forwards a rank's stderr from a
+        # pipe, and a line still in that pipe is lost with it. A moment lets it through.
+        time.sleep(ABORT_GRACE_S)
         comm.Abort(code)
     from pipeline.data.format import exit_after_error
 
