@@ -90,7 +90,7 @@ def sweep(runs: list[str | Path], reference: str | Path, n_maps: int, out_dir: s
         ref_table = reference_table_path(cache, ref_manifest, cfg)
         compute_stats(reference, ref_table, cfg.stats, progress=progress)
         items, ref_tables, ref_rows = _items(run_dirs, labels, picked, first, ref_table, out / "stats")
-        results = _validate_items(items, ref_tables, ref_rows, reference, cfg, n_maps, out, n_groups,
+        results = _validate_items(items, ref_tables, ref_rows, reference, ref_manifest, cfg, n_maps, out, n_groups,
                                   full_reports, keep_maps, progress)
         if comm.rank == 0:
             from pipeline.validate.sweep_report import write_sweep_report
@@ -162,14 +162,14 @@ def _items(run_dirs, labels, picked, first, ref_table: Path, stats_dir: Path):
     return items, tables, rows
 
 
-def _validate_items(items, ref_tables, ref_rows, reference, cfg, n_maps, out, n_groups, full_reports, keep_maps,
-                    progress) -> list[ItemResult]:
+def _validate_items(items, ref_tables, ref_rows, reference, ref_manifest, cfg, n_maps, out, n_groups, full_reports,
+                    keep_maps, progress) -> list[ItemResult]:
     comm = global_world()
     color, group = split_groups(n_groups)
     with running_on(group):
         for k in range(color, len(items), n_groups):
             with rank_local_work(f"{out / 'items' / items[k].key}"):
-                _validate_item(items[k], ref_tables[k], ref_rows[k], reference, cfg, n_maps,
+                _validate_item(items[k], ref_tables[k], ref_rows[k], reference, ref_manifest, cfg, n_maps,
                                out / "items" / items[k].key, full_reports, keep_maps, progress)
     comm.barrier()
     results = None
@@ -179,7 +179,7 @@ def _validate_items(items, ref_tables, ref_rows, reference, cfg, n_maps, out, n_
     return comm.bcast(results, root=0)
 
 
-def _validate_item(item: SweepItem, ref_table: Path, ref_rows, reference: Path, cfg: Config, n_maps: int,
+def _validate_item(item: SweepItem, ref_table: Path, ref_rows, reference: Path, ref_manifest, cfg: Config, n_maps: int,
                    item_dir: Path, full_reports: bool, keep_maps: bool, progress: bool) -> None:
     """One validation, on the current group's ranks; skipped when its result is already there."""
     from pipeline.parallel.comm import world
@@ -190,7 +190,7 @@ def _validate_item(item: SweepItem, ref_table: Path, ref_rows, reference: Path, 
     done = from_rank0(_is_done(item_dir, item, sha) if comm.rank == 0 else None)
     if not done:
         emulator = Emulator.from_checkpoint(read_checkpoint(Path(item.checkpoint)))
-        check_geometry(emulator, reference, read_manifest(reference))
+        check_geometry(emulator, reference, ref_manifest)
         if comm.rank == 0:
             _start_item(item_dir, item, sha)
         comm.barrier()
