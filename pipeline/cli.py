@@ -121,9 +121,54 @@ def _generate(args) -> None:
 
     emulator = Emulator.load(args.run, args.checkpoint)
     cfg = stage_config(emulator.config, args.config, args.set, stage="generate")
-    m = generate(emulator, cfg, args.n, args.out, args.run, progress=not args.quiet)
+    params, n = _generate_params(args, emulator)
+    m = generate(emulator, cfg, n, args.out, args.run, progress=not args.quiet, params=params,
+                 allow_extrapolation=args.allow_extrapolation)
     if world().rank == 0:
         print(f"{args.out}: {m.n_maps} generated maps {m.map_shape[0]}x{m.map_shape[1]}, {len(m.shards)} shards")
+
+
+def _print_conditional(summary, out: Path) -> int:
+    from pipeline.parallel.comm import world
+    from pipeline.validate.conditional_report import headline
+
+    if world().rank == 0:
+        for r in summary.results:
+            worst = r.summary.verdicts.statistics
+            print(f"{r.label:>34} {r.category:>12}: P(l) {worst['power_spectrum'].value:6.1%}, "
+                  f"worst of the others {max(v.value for k, v in worst.items() if k != 'power_spectrum'):6.1%}; "
+                  f"means {'pass' if r.mean_passed else 'FAIL'}, distributions "
+                  f"{'pass' if r.distribution_passed else 'FAIL'}")
+        _, text, lines = headline(summary)
+        for line in lines:
+            print(f"validate: {line}")
+        print(f"validate: {text}; report: {out / 'index.html'}")
+    return 0 if summary.passed else EXIT_VALIDATION_FAILED
+
+
+def _generate_params(args, emulator):
+    """(params, n) for generate: from --params (every map at one cosmology) or --like (one
+    map at the parameters of each map of a dataset); None for an unconditional run."""
+    from pipeline.data.loader import MapDataset
+    from pipeline.validate.validate import check_geometry
+
+    if args.params is not None and args.like is not None:
+        raise PipelineError("--params and --like: give one of them")
+    if args.like is None:
+        if args.n is None:
+            raise PipelineError("--n is needed (the number of maps), unless --like gives one per map of a dataset")
+        if args.params is None:
+            return None, args.n
+        return emulator.support.parse(args.params), args.n
+    if not emulator.support.conditional:
+        raise PipelineError(f"--like {args.like}: this run is unconditional; it takes no parameters")
+    like = MapDataset(args.like)
+    check_geometry(emulator, Path(args.like), like.manifest)
+    if args.n is not None and args.n != len(like):
+        raise PipelineError(f"--n {args.n} with --like {args.like}: it holds {len(like)} maps, one generated "
+                            "map per map; leave --n out")
+    params = emulator.support.select(like.manifest.param_names, like.all_params(), args.like)
+    return params, len(like)
 
 
 def _validate(args) -> int:
@@ -131,7 +176,10 @@ def _validate(args) -> int:
     from pipeline.validate.validate import validate
 
     summary = validate(args.run, args.reference, args.n, args.out, args.checkpoint, args.config, args.set,
-                       args.stats_cache, progress=not args.quiet, noise_floor=args.noise_floor)
+                       args.stats_cache, progress=not args.quiet, noise_floor=args.noise_floor,
+                       cosmology_reports=args.cosmology_reports)
+    if not hasattr(summary, "verdicts"):  # a conditional run: one validation per cosmology
+        return _print_conditional(summary, Path(args.out))
     if world().rank == 0:
         v = summary.verdicts
         for name, r in v.statistics.items():
@@ -208,8 +256,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("generate", help="write a dataset of maps from a trained generator")
     s.add_argument("--run", required=True, help="run directory")
     s.add_argument("--checkpoint", default="last", help="last (default), best, or a checkpoint path")
-    s.add_argument("--n", type=int, required=True, help="number of maps")
+    s.add_argument("--n", type=int, help="number of maps (with --like: one per map of that dataset)")
     s.add_argument("--out", required=True, help="new dataset directory")
+    s.add_argument("--params", help="a conditional run's cosmology, e.g. Omega_m=0.31,sigma_8=0.79")
+    s.add_argument("--like", help="a dataset: one map at the parameters of each of its maps (its design mirrored)")
+    s.add_argument("--allow-extrapolation", action="store_true",
+                   help="generate outside the training support (refused without it)")
     s.add_argument("--config", help="YAML whose generate section overrides the run's (other sections ignored)")
     _overrides_and_quiet(s, "override a generate/stats/validation value, e.g. generate.seed=1")
     s.set_defaults(func=_generate)
@@ -217,13 +269,15 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("validate", help="generate N maps, compute and compare their statistics, write the report")
     s.add_argument("--run", "--run-dir", dest="run", required=True, help="run directory")
     s.add_argument("--reference", required=True, help="held-out dataset, e.g. DATA/test")
-    s.add_argument("--n", type=int, required=True, help="number of maps to generate")
+    s.add_argument("--n", type=int, required=True, help="maps to generate (a conditional run: at each cosmology of the reference)")
     s.add_argument("--out", required=True, help="report directory")
     s.add_argument("--checkpoint", help="best (default when the run kept one), last, or a path")
     s.add_argument("--stats-cache", help="where reference statistics are kept and reused (default OUT/stats)")
     s.add_argument("--noise-floor", metavar="DATASET",
                    help="a second held-out sample of the simulations (e.g. DATA/validation): every figure is shown "
                         "beside what two samples of the reference model give")
+    s.add_argument("--cosmology-reports", action="store_true",
+                   help="a conditional run: write each cosmology's full validation report too")
     s.add_argument("--config", help="YAML whose stats, validation and generate sections override the run's "
                                     "(other sections ignored)")
     _overrides_and_quiet(s, "override a stats/validation/generate value (e.g. validation.ps_max_rel_err=0.05)")

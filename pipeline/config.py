@@ -312,6 +312,14 @@ class ModelConfig:
     d_minibatch_std: 0 (CosmoGAN) or a group size G: D's last features get one more channel,
     the standard deviation of its features over groups of G maps of the batch, averaged
     (Karras et al. 2018), so that D sees how varied the maps are, not only each map.
+    condition_on: the per-map parameters (names in the training data, e.g. [Omega_m,
+    sigma_8]) a conditional emulator takes; empty: one cosmology, unconditional.
+    g_conditioning: "film" (conditional BatchNorm: a small MLP of the parameters gives
+    every BatchNorm of G its gain and bias), "concat" (appended to z) or "film+concat";
+    d_conditioning: "projection" (Miyato & Koyama 2018: the inner product of an embedding
+    of the parameters with D's pooled features, added to the logit), "planes" (one
+    constant input channel per parameter, as NERSC's PyTorch CosmoGAN port did) or
+    "projection+planes". Parameters enter normalised over the training support.
     """
 
     image_size: int = 0
@@ -322,6 +330,9 @@ class ModelConfig:
     upsample: Literal["transposed", "resize_conv"] = "transposed"
     padding: Literal["zeros", "circular"] = "zeros"
     d_minibatch_std: int = 0
+    condition_on: list[str] = dataclasses.field(default_factory=list)
+    g_conditioning: Literal["film", "concat", "film+concat"] = "film"
+    d_conditioning: Literal["projection", "planes", "projection+planes"] = "projection"
 
     def validate(self, where: str) -> None:
         _non_negative(self.image_size, f"{where}.image_size")
@@ -370,6 +381,8 @@ class TrainConfig:
     batch by lr_scaling ("none", "linear" or "sqrt"); collective_timeout_s: how long a
     rank waits for the others before failing (DDP); spectral_weight: weight of the
     auxiliary power-spectrum loss of the generator (0 = off; pipeline/train/aux_losses.py);
+    fresh_params: a conditional run draws its generated maps at uniform draws over the
+    training support instead of at the real batch's parameters (needs spectral_weight 0);
     lr_decay: "none" (constant learning rates) or "cosine" (from lr_* at step 0 down to
     lr_final_fraction x lr_* at train.steps, half a cosine; a function of the step, so a
     resumed run follows it, and changing train.steps reshapes it);
@@ -398,6 +411,7 @@ class TrainConfig:
     lr_reference_batch: int = 64
     collective_timeout_s: float = 300.0
     spectral_weight: float = 0.0
+    fresh_params: bool = False
     lr_decay: Literal["none", "cosine"] = "none"
     lr_final_fraction: float = 0.1
     ema_decay: float = 0.0
@@ -422,6 +436,9 @@ class TrainConfig:
         _positive(self.lr_reference_batch, f"{where}.lr_reference_batch")
         _positive(self.collective_timeout_s, f"{where}.collective_timeout_s")
         _non_negative(self.spectral_weight, f"{where}.spectral_weight")
+        if self.fresh_params and self.spectral_weight > 0:
+            raise ConfigError(f"{where}.fresh_params: the spectral term's targets exist only at the training "
+                              "cosmologies; set train.spectral_weight to 0 to draw generated maps at fresh parameters")
 
 
 @dataclass
@@ -456,6 +473,12 @@ class ValidationConfig:
     and the PDF, the bins whose reference mean is below spread_min_mean_frac of its largest
     (shown, not judged: a few peaks per map make a noisy ratio); max_corr_diff, the largest
     |difference| of the power spectrum's correlation coefficients between ell bins.
+
+    A conditional emulator is judged per cosmology with these criteria; at cosmologies on
+    the edge of the training support the four mean criteria are multiplied by edge_factor.
+    response_max_rel_err: the largest |relative difference| of the emulator's ratio of mean
+    power spectra between two held-out cosmologies one parameter apart from the physical
+    model's ratio, in any ell bin.
     """
 
     ps_max_rel_err: float = 0.10
@@ -469,8 +492,12 @@ class ValidationConfig:
     sigma_ratio_max: float = 1.15
     spread_min_mean_frac: float = 0.05
     max_corr_diff: float = 0.15
+    edge_factor: float = 1.5
+    response_max_rel_err: float = 0.05
 
     def validate(self, where: str) -> None:
+        _positive(self.edge_factor, f"{where}.edge_factor")
+        _positive(self.response_max_rel_err, f"{where}.response_max_rel_err")
         for name in ("ps_max_rel_err", "mf_max_err_over_peak", "peaks_max_err_over_peak", "pdf_max_err_over_peak"):
             _positive(getattr(self, name), f"{where}.{name}")
         if not 0 <= self.ks_min_frac <= 1:

@@ -76,6 +76,12 @@ class MapDataset(Dataset):
             params[row] = shard.params[off]
         return maps, params
 
+    def all_params(self) -> np.ndarray:
+        """Every map's parameters (n, P) float32, in index order (shards keep them in memory)."""
+        parts = [self._shard(k).params for k in range(len(self.manifest.shards))]
+        width = len(self.manifest.param_names)
+        return np.concatenate(parts).reshape(-1, width) if parts else np.zeros((0, width), np.float32)
+
     def __getitem__(self, index: int):
         maps, params = self.read([index])
         return torch.from_numpy(maps), torch.from_numpy(params[0]), index

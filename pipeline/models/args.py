@@ -19,6 +19,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 Upsample = Literal["transposed", "resize_conv"]
 Padding = Literal["zeros", "circular"]
+GConditioning = Literal["film", "concat", "film+concat"]
+DConditioning = Literal["projection", "planes", "projection+planes"]
 
 
 class ModelArgsError(ConfigError, ValueError):
@@ -36,7 +38,11 @@ class ModelArgs:
     width (the other layers are 2x, 4x, 8x); kernel_size: k x k kernels, odd or (transposed
     upsampling only) even; upsample: "transposed" or "resize_conv"; padding: "zeros" or
     "circular" (periodic maps); d_minibatch_std: 0 (off) or the group size of D's
-    minibatch standard-deviation channel."""
+    minibatch standard-deviation channel; condition_on: the parameters a conditional model
+    takes, in its input order (empty: unconditional); g_conditioning: how G sees them ("film":
+    an MLP of them gives every BatchNorm its gain and bias; "concat": appended to z; or both);
+    d_conditioning: how D sees them ("projection": Miyato & Koyama 2018; "planes": constant
+    input channels; or both)."""
 
     image_size: int
     z_dim: int = 64
@@ -46,6 +52,9 @@ class ModelArgs:
     upsample: Upsample = "transposed"
     padding: Padding = "zeros"
     d_minibatch_std: int = 0
+    condition_on: list[str] = dataclasses.field(default_factory=list)
+    g_conditioning: GConditioning = "film"
+    d_conditioning: DConditioning = "projection"
 
     def __post_init__(self):
         from pipeline.config import check_field_types
@@ -62,6 +71,9 @@ class ModelArgs:
                 raise ModelArgsError(f"model.{name}: must be an integer >= 1, got {getattr(self, name)!r}")
         if self.d_minibatch_std < 0 or self.d_minibatch_std == 1:
             raise ModelArgsError(f"model.d_minibatch_std: 0 (off) or a group size >= 2, got {self.d_minibatch_std!r}")
+        names = self.condition_on
+        if not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
+            raise ModelArgsError(f"model.condition_on: expected distinct parameter names, got {names!r}")
         if self.kernel_size < 2:
             raise ModelArgsError(f"model.kernel_size: must be an integer >= 2, got {self.kernel_size!r}")
         if self.kernel_size % 2 == 0 and self.upsample == "resize_conv":
@@ -94,6 +106,11 @@ class ModelArgs:
             raise
         except ConfigError as e:
             raise ModelArgsError(f"{where}: {e}") from None
+
+    @property
+    def n_params(self) -> int:
+        """P, the number of conditioning values each map comes with (0: unconditional)."""
+        return len(self.condition_on)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

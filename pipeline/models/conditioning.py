@@ -23,11 +23,13 @@ FLOAT32_SLACK = 1e-6  # relative: a value this close to the support's edge is on
 @dataclass(frozen=True)
 class ParamSupport:
     """names: the parameters conditioned on, in the model's input order; low / high: each
-    one's training range, in its physical units (Omega_m, sigma_8 are dimensionless)."""
+    one's training range, in its physical units (Omega_m, sigma_8 are dimensionless);
+    points: the distinct training cosmologies (the design the run saw), () when unknown."""
 
     names: tuple[str, ...] = ()
     low: tuple[float, ...] = ()
     high: tuple[float, ...] = ()
+    points: tuple[tuple[float, ...], ...] = ()
 
     def __post_init__(self):
         if not len(self.names) == len(self.low) == len(self.high):
@@ -52,7 +54,23 @@ class ParamSupport:
         p = np.asarray(params, np.float64)[:, columns]
         if len(p) == 0 or not np.isfinite(p).all():
             raise DataError(f"{where}: parameters {list(names)} are missing or not finite")
-        return cls(tuple(names), tuple(float(v) for v in p.min(0)), tuple(float(v) for v in p.max(0)))
+        points = tuple(tuple(float(v) for v in row) for row in distinct_rows(p)[0])
+        return cls(tuple(names), tuple(float(v) for v in p.min(0)), tuple(float(v) for v in p.max(0)), points)
+
+    def category(self, point) -> str:
+        """Where a cosmology (P,) lies: "training" (a training cosmology), "extrapolated"
+        (outside the support), "edge" (on its boundary) or "held-out" (inside), to float32
+        rounding."""
+        p = np.asarray(point, np.float64)
+        lo, hi = np.array(self.low), np.array(self.high)
+        slack = FLOAT32_SLACK * np.maximum(1.0, np.maximum(abs(lo), abs(hi)))
+        if self.points and (np.abs(np.array(self.points) - p) <= slack).all(1).any():
+            return "training"
+        if ((p < lo - slack) | (p > hi + slack)).any():
+            return "extrapolated"
+        if ((np.abs(p - lo) <= slack) | (np.abs(p - hi) <= slack)).any():
+            return "edge"
+        return "held-out"
 
     def select(self, data_names: list[str], params, where: str):
         """The conditioning columns (n, P) of a dataset's parameters (n, P_data), in this order."""
@@ -91,16 +109,54 @@ class ParamSupport:
                             f"[{lo[j]:g}, {hi[j]:g}] (--allow-extrapolation to ask for it)")
         return outside.any(1)
 
+    def parse(self, text: str, where: str = "--params") -> np.ndarray:
+        """"Omega_m=0.31,sigma_8=0.79" -> (P,) in this support's order. Refused with one line:
+        values for an unconditional model, an unknown, repeated or missing name, a non-number."""
+        if not self.conditional:
+            raise DataError(f"{where}: this run is unconditional; it takes no parameters")
+        values: dict[str, float] = {}
+        for item in [t.strip() for t in str(text).split(",") if t.strip()]:
+            name, sep, value = (part.strip() for part in item.partition("="))
+            if not sep or not name:
+                raise DataError(f"{where}: {item!r} is not NAME=VALUE (e.g. {self.names[0]}=0.3)")
+            if name not in self.names:
+                raise DataError(f"{where}: unknown parameter {name!r}; this run takes {', '.join(self.names)}")
+            if name in values:
+                raise DataError(f"{where}: {name} is given twice")
+            try:
+                values[name] = float(value)
+            except ValueError:
+                raise DataError(f"{where}: {name}={value!r} is not a number") from None
+            if not math.isfinite(values[name]):
+                raise DataError(f"{where}: {name}={value} is not a finite number")
+        missing = [n for n in self.names if n not in values]
+        if missing:
+            raise DataError(f"{where}: no value for {', '.join(missing)} (this run takes {', '.join(self.names)})")
+        return np.array([values[n] for n in self.names])
+
     def to_dict(self) -> dict:
-        return {"names": list(self.names), "low": list(self.low), "high": list(self.high)}
+        return {"names": list(self.names), "low": list(self.low), "high": list(self.high),
+                "points": [list(p) for p in self.points]}
 
     @classmethod
     def from_dict(cls, d: dict, where: str) -> ParamSupport:
-        try:
+        try:  # "points" came later: checkpoints without it have ()
             return cls(tuple(str(n) for n in d["names"]), tuple(float(v) for v in d["low"]),
-                       tuple(float(v) for v in d["high"]))
+                       tuple(float(v) for v in d["high"]),
+                       tuple(tuple(float(v) for v in p) for p in d.get("points", ())))
         except (KeyError, TypeError, ValueError) as e:
             raise DataError(f"{where}: malformed conditioning support ({e})") from None
+
+
+def distinct_rows(columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct rows (C, P) of per-map parameters (n, P), in order of first appearance,
+    and each map's row number (n,): a dataset's cosmologies and which map has which."""
+    columns = np.asarray(columns, np.float64).reshape(len(columns), -1)
+    unique, first, which = np.unique(columns, axis=0, return_index=True, return_inverse=True)
+    order = np.argsort(first)
+    renumber = np.empty_like(order)
+    renumber[order] = np.arange(len(order))
+    return unique[order], renumber[which.ravel()]
 
 
 def _columns(names, data_names, where: str) -> list[int]:

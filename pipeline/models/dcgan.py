@@ -87,14 +87,19 @@ class Generator(nn.Module):
 
     Linear to 8g x s x s, BatchNorm, ReLU; four stride-2 upsampling stages
     8g -> 4g -> 2g -> g -> 1 with k x k kernels, BatchNorm + ReLU between, tanh last.
+    A conditional generator (P = len(args.condition_on) > 0) takes params (B, P) too,
+    normalised over the training support: appended to z ("concat") and/or through FiLM
+    after every BatchNorm ("film", conditional batch normalisation).
     """
 
     def __init__(self, args: ModelArgs):
         super().__init__()
         self.args = args
         g, k, s, up, pad = args.g_channels, args.kernel_size, args.image_size // 16, args.upsample, args.padding
+        n_params = args.n_params
+        self.concat = bool(n_params) and "concat" in args.g_conditioning
         self.main = nn.Sequential(OrderedDict([
-            ("fc", nn.Linear(args.z_dim, 8 * g * s * s)),          # (B, 8g*s*s)
+            ("fc", nn.Linear(args.z_dim + (n_params if self.concat else 0), 8 * g * s * s)),  # (B, 8g*s*s)
             ("unflatten", nn.Unflatten(1, (8 * g, s, s))),         # (B, 8g, s, s)   512x16x16 @256
             ("bn0", nn.BatchNorm2d(8 * g)),
             ("relu0", nn.ReLU(inplace=True)),
@@ -110,11 +115,54 @@ class Generator(nn.Module):
             ("up4", _upsample(up, g, 1, k, True, pad)),            # (B, 1, H, W)    1x256x256
             ("tanh", nn.Tanh()),                                   # values in (-1, 1)
         ]))
+        self.film = None
+        if n_params and "film" in args.g_conditioning:
+            widths = {"bn0": 8 * g, "bn1": 4 * g, "bn2": 2 * g, "bn3": g}
+            self.film = ParamFiLM(n_params, widths)
 
     def forward(self, z: torch.Tensor, params: torch.Tensor | None = None) -> torch.Tensor:
-        """z: (B, z_dim) -> (B, 1, H, W) in (-1, 1) (transformed pixels, not kappa).
-        params: the conditioning values (B, 0) of an unconditional model, ignored."""
-        return self.main(z)
+        """z: (B, z_dim), params: (B, P) normalised conditioning values ((B, 0) or None for an
+        unconditional model) -> (B, 1, H, W) in (-1, 1) (transformed pixels, not kappa)."""
+        if self.film is None and not self.concat:
+            return self.main(z)
+        h = torch.cat([z, params.to(z.dtype)], 1) if self.concat else z
+        films = self.film(params) if self.film is not None else {}
+        for name, layer in self.main.named_children():
+            h = layer(h)
+            if name in films:
+                gain, bias = films[name]
+                h = h * gain.to(h.dtype) + bias.to(h.dtype)
+        return h
+
+
+class ParamFiLM(nn.Module):
+    """Conditional batch normalisation's gains and biases: params (B, P) -> for every named
+    BatchNorm of width C, (1 + gamma(p), beta(p)), each (B, C, 1, 1), from a shared MLP
+    P -> 128 -> 128 (ReLU) and one Linear per BatchNorm. Those last layers start at zero
+    (a unit gain, no bias), so a conditional G starts as the unconditional one does, the
+    BatchNorm's own affine weights included (de Vries et al. 2017; Dumoulin et al. 2018)."""
+
+    HIDDEN = 128
+
+    def __init__(self, n_params: int, widths: dict[str, int]):
+        super().__init__()
+        self.embed = nn.Sequential(nn.Linear(n_params, self.HIDDEN), nn.ReLU(inplace=True),
+                                   nn.Linear(self.HIDDEN, self.HIDDEN), nn.ReLU(inplace=True))
+        self.heads = nn.ModuleDict({name: nn.Linear(self.HIDDEN, 2 * c) for name, c in widths.items()})
+        self.reset_heads()
+
+    def reset_heads(self) -> None:
+        for head in self.heads.values():
+            nn.init.zeros_(head.weight)
+            nn.init.zeros_(head.bias)
+
+    def forward(self, params: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        e = self.embed(params.float())
+        out = {}
+        for name, head in self.heads.items():
+            gamma, beta = head(e)[:, :, None, None].chunk(2, 1)  # (B, C, 1, 1) each
+            out[name] = (1 + gamma, beta)
+        return out
 
 
 class Discriminator(nn.Module):
@@ -122,7 +170,10 @@ class Discriminator(nn.Module):
 
     Four k x k stride-2 convolutions 1 -> d -> 2d -> 4d -> 8d, LeakyReLU(0.2) after
     each, BatchNorm on all but the first; flatten; Linear to one logit (no sigmoid:
-    use BCEWithLogits).
+    use BCEWithLogits). A conditional D (P > 0) sees params (B, P), normalised, as P
+    constant input planes ("planes") and/or through a projection ("projection"): the logit
+    gains <embed(p), sum over positions of the last features> (Miyato & Koyama 2018), so
+    D judges how well a map fits its parameters, not only whether it looks real.
     """
 
     def __init__(self, args: ModelArgs):
@@ -130,9 +181,12 @@ class Discriminator(nn.Module):
         self.args = args
         d, k, s, pm = args.d_channels, args.kernel_size, args.image_size // 16, args.padding
         p = _pad(k)
+        n_params = args.n_params
+        self.planes = bool(n_params) and "planes" in args.d_conditioning
+        c_in = 1 + (n_params if self.planes else 0)
         # conv out = floor((h + 2p - k) / 2) + 1 = h / 2 for even h (odd or even k)
         self.main = nn.Sequential(OrderedDict([
-            ("conv1", nn.Conv2d(1, d, k, 2, p, bias=True, padding_mode=pm)),            # (B, d, H/2, W/2)   64x128x128 @256
+            ("conv1", nn.Conv2d(c_in, d, k, 2, p, bias=True, padding_mode=pm)),            # (B, d, H/2, W/2)   64x128x128 @256
             ("lrelu1", nn.LeakyReLU(0.2, inplace=True)),
             ("conv2", nn.Conv2d(d, 2 * d, k, 2, p, bias=False, padding_mode=pm)),       # (B, 2d, H/4, W/4)  128x64x64
             ("bn2", nn.BatchNorm2d(2 * d)),
@@ -150,13 +204,28 @@ class Discriminator(nn.Module):
             ("flatten", nn.Flatten(1)),                                # (B, (8d+extra)*s*s)
             ("fc", nn.Linear((8 * d + extra) * s * s, 1)),             # (B, 1)
         ]))
+        self.projection = None
+        if n_params and "projection" in args.d_conditioning:
+            self.projection = nn.Sequential(OrderedDict([           # (B, P) -> (B, 8d)
+                ("fc1", nn.Linear(n_params, 128)),
+                ("lrelu", nn.LeakyReLU(0.2, inplace=True)),
+                ("fc2", nn.Linear(128, 8 * d)),
+            ]))
 
     def forward(self, x: torch.Tensor, params: torch.Tensor | None = None) -> torch.Tensor:
-        """x: (B, 1, H, W) transformed maps -> (B,) logits. params: (B, 0), ignored."""
-        h = self.main(x)
-        if self.minibatch_std is not None:
-            h = self.minibatch_std(h)
-        return self.head(h).squeeze(1)
+        """x: (B, 1, H, W) transformed maps, params: (B, P) normalised conditioning values
+        ((B, 0) or None when unconditional) -> (B,) logits."""
+        if self.planes:
+            b, _, h, w = x.shape
+            planes = params.to(x.dtype)[:, :, None, None].expand(b, params.shape[1], h, w)
+            x = torch.cat([x, planes], 1).contiguous(memory_format=_format_of(x))
+        features = self.main(x)
+        h = self.minibatch_std(features) if self.minibatch_std is not None else features
+        logit = self.head(h).squeeze(1)
+        if self.projection is not None:
+            embedding = self.projection(params.float())                 # (B, 8d)
+            logit = logit + (embedding * features.float().sum((2, 3))).sum(1)
+        return logit
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # checkpoints written before the head was split from main: main.fc.* is head.fc.*
@@ -164,6 +233,11 @@ class Discriminator(nn.Module):
         for key in [k for k in state_dict if k.startswith(old)]:
             state_dict[f"{prefix}head.fc." + key[len(old):]] = state_dict.pop(key)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def _format_of(x: torch.Tensor) -> torch.memory_format:
+    return torch.channels_last if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) \
+        and not x.is_contiguous() else torch.contiguous_format
 
 
 class MinibatchStd(nn.Module):
@@ -211,6 +285,8 @@ def build_models(args: ModelArgs) -> tuple[Generator, Discriminator]:
         raise TypeError(f"build_models takes ModelArgs, got {type(args).__name__}")
     G = Generator(args)
     G.apply(weights_init)
+    if G.film is not None:
+        G.film.reset_heads()  # FiLM starts as the identity (weights_init drew its heads)
     D = Discriminator(args)
     D.apply(weights_init)
     return G, D

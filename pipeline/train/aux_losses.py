@@ -23,6 +23,18 @@ Shell 0 is the map mean: the generator's means varied ~150x more (in variance) t
 physical model's, whose maps have a near-fixed mean, which shifts each map's PDF and
 Minkowski curves. It is scale-free (logs) and differentiable; a floor of
 1e-3 x the median shell power is added inside both logs.
+
+A conditional run has one target per training cosmology c (P_{c,s}, from that
+cosmology's own training maps: the pooled mean of all cosmologies would pull every
+cosmology's power to the middle of the design). Each generated map b is drawn at a
+training cosmology c_b (the real batch's), and the term compares, per mode,
+
+    log < (|F[kappa_b](k)|^2 + f_c) / (P_{c_b,s(k)} + f_c) >_b
+
+with 0: the batch mean of each map's power relative to its own cosmology's target
+(f_c that cosmology's floor). For one cosmology this is the formula above exactly; with
+many, the mean still runs over the whole batch (2-3 maps per cosmology in a batch of 64
+would make a log of each cosmology's own mean biased by -0.3 to -0.6).
 """
 
 from __future__ import annotations
@@ -37,9 +49,12 @@ from pipeline.data.transforms import PixelTransform
 
 class SpectralLoss:
     def __init__(self, size: int, target_chunks: Iterable[np.ndarray], transform: PixelTransform,
-                 device: torch.device):
+                 device: torch.device, per_cosmology: list[Iterable[np.ndarray]] | None = None,
+                 points: torch.Tensor | None = None):
         """size: pixels per side N; target_chunks: training maps in kappa, as arrays (n_i, N, N),
-        whose mean power per shell is the target; transform: the run's pixel transform."""
+        whose mean power per shell is the target; transform: the run's pixel transform.
+        Conditional: per_cosmology, each training cosmology's chunks in place of
+        target_chunks (give []), and points (C, P), those cosmologies' normalised parameters."""
         ky = torch.fft.fftfreq(size, d=1.0 / size, device=device)
         kx = torch.fft.rfftfreq(size, d=1.0 / size, device=device)
         k2 = torch.round(ky[:, None] ** 2 + kx[None, :] ** 2).long()
@@ -56,19 +71,38 @@ class SpectralLoss:
         shell_weight = 1.0 / (shells_per_ring[ring_index] * len(shells_per_ring))
         self.weights = shell_weight[self.shell] / self.counts[self.shell]
         self.transform = transform
-        total, n = torch.zeros(self.n_shells, device=device), 0
-        for maps in target_chunks:
-            total += self.shell_power(torch.as_tensor(np.asarray(maps, np.float32), device=device)) * len(maps)
-            n += len(maps)
-        target = total / n
+        groups = per_cosmology if per_cosmology is not None else [target_chunks]
+        target = torch.stack([self._mean_shell_power(chunks, device) for chunks in groups])  # (C, n_shells)
         # a floor far below any shell's power keeps the logs finite for data whose maps all
         # have mean exactly 0 (shell k = 0 empty): a generated mean then costs log(P / floor)
-        self.floor = 1e-3 * float(target.median())
-        self.log_target = torch.log(target + self.floor)
+        self.floors = 1e-3 * target.median(1).values  # (C,)
+        self.floor = float(self.floors[0])
+        self.targets = target + self.floors[:, None]  # (C, n_shells), floors included
+        self.log_target = torch.log(self.targets[0])
+        self.points = points.to(device) if points is not None else None
+
+    def _mean_shell_power(self, chunks: Iterable[np.ndarray], device) -> torch.Tensor:
+        total, n = torch.zeros(self.n_shells, device=device), 0
+        for maps in chunks:
+            total += self.shell_power(torch.as_tensor(np.asarray(maps, np.float32), device=device)) * len(maps)
+            n += len(maps)
+        if n == 0:
+            raise ValueError("spectral target: no maps")
+        return total / n
+
+    def cosmology_of(self, params: torch.Tensor | None, n: int) -> torch.Tensor:
+        """The training cosmology (n,) nearest each generated map's normalised parameters."""
+        if self.points is None or len(self.points) == 1:
+            return torch.zeros(n, dtype=torch.long, device=self.targets.device)
+        return torch.cdist(params.float().to(self.points.device), self.points.float()).argmin(1)
 
     def mode_power(self, kappa: torch.Tensor) -> torch.Tensor:
         """Mean power over the maps (B, N, N) of each mode used, float32."""
-        return torch.fft.rfft2(kappa.float()).abs().square().mean(0)[self.keep]
+        return self.map_mode_power(kappa).mean(0)
+
+    def map_mode_power(self, kappa: torch.Tensor) -> torch.Tensor:
+        """Each map's power (B, M) at each mode used, float32."""
+        return torch.fft.rfft2(kappa.float()).abs().square()[:, self.keep]
 
     def shell_power(self, kappa: torch.Tensor) -> torch.Tensor:
         """Mean power over the maps (B, N, N) and the modes of each shell."""
@@ -76,8 +110,14 @@ class SpectralLoss:
         sums = torch.zeros(self.n_shells, device=kappa.device, dtype=power.dtype).index_add(0, self.shell, power)
         return sums / self.counts
 
-    def __call__(self, fake: torch.Tensor) -> torch.Tensor:
-        """fake: generated maps (B, 1, N, N) as the generator makes them (transformed)."""
+    def __call__(self, fake: torch.Tensor, params: torch.Tensor | None = None) -> torch.Tensor:
+        """fake: generated maps (B, 1, N, N) as the generator makes them (transformed);
+        params: their normalised parameters (B, P) (conditional runs)."""
         kappa = self.transform.inverse(fake[:, 0].float())
-        error = torch.log(self.mode_power(kappa) + self.floor) - self.log_target[self.shell]
+        c = self.cosmology_of(params, len(fake))
+        if self.points is None or len(self.points) == 1:  # one target: the mean power, then the ratio
+            error = torch.log(self.mode_power(kappa) + self.floor) - self.log_target[self.shell]
+        else:
+            ratio = (self.map_mode_power(kappa) + self.floors[c, None]) / self.targets[c][:, self.shell]
+            error = torch.log(ratio.mean(0))
         return (self.weights * error.square()).sum()

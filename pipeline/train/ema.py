@@ -22,11 +22,16 @@ from torch import nn
 
 
 class GeneratorEMA:
-    def __init__(self, gen: nn.Module, decay: float, calibration_z: torch.Tensor, batch_size: int):
-        """gen: the live generator (unwrapped); decay in (0, 1); calibration_z (n, z_dim) on CPU."""
+    def __init__(self, gen: nn.Module, decay: float, calibration_z: torch.Tensor, batch_size: int,
+                 calibration_params: torch.Tensor | None = None):
+        """gen: the live generator (unwrapped); decay in (0, 1); calibration_z (n, z_dim) on CPU;
+        calibration_params (n, P): normalised parameters for a conditional G (uniform over
+        the support), else None."""
         self.decay = decay
         self.model = copy.deepcopy(gen).eval().requires_grad_(False)
         self.calibration_z = calibration_z
+        self.calibration_params = (calibration_params if calibration_params is not None
+                                   else torch.zeros(len(calibration_z), 0))
         self.batch_size = batch_size
         self.updates = 0
         self.calibrated = False
@@ -63,8 +68,8 @@ class GeneratorEMA:
             m.momentum = None  # cumulative average over the calibration batches
         self.model.train()
         with torch.no_grad():
-            for z in self.calibration_z.split(self.batch_size):
-                self.model(z.to(device))
+            for z, p in zip(self.calibration_z.split(self.batch_size), self.calibration_params.split(self.batch_size)):
+                self.model(z.to(device), p.to(device))
         for m, momentum in zip(norms, saved):
             m.momentum = momentum
         self.model.eval()

@@ -29,7 +29,7 @@ from pipeline.emulator import Emulator
 from pipeline.errors import ConfigError, DataError, PipelineError
 from pipeline.locking import output_lock
 from pipeline.models.args import ModelArgs
-from pipeline.models.conditioning import ParamSupport
+from pipeline.models.conditioning import ParamSupport, distinct_rows
 from pipeline.parallel.backend import Backend, make_backend
 from pipeline.parallel.comm import rank_local_work
 from pipeline.train import setup
@@ -89,10 +89,12 @@ class Trainer:
         tc = cfg.train
         self.data = setup.open_training_data(cfg, Path(data_dir), backend)
         self.args = ModelArgs.from_config(cfg.model, self.data.map_size)
-        self.support = ParamSupport()  # unconditional: the models see (B, 0) conditioning values
         self.checkpointer = Checkpointer(self.run_dir, tc.checkpoint_every, tc.keep_checkpoints, tc.steps)
         resume = self._newest_checkpoint()
+        # the pixel transform is fitted across every cosmology; a conditional run's support
+        # spans the training split's parameters (an unconditional run's is empty: (B, 0) values)
         self.transform = resume.transform if resume else setup.fit_transform(cfg, self.data.loader.data)
+        self.support = resume.support if resume else setup.fit_support(self.args, self.data.loader.data)
 
         self.memory_format = torch.channels_last if tc.channels_last else torch.contiguous_format
         self.gen, self.disc = setup.build_networks(self.args, tc, backend, self.memory_format)
@@ -101,7 +103,7 @@ class Trainer:
         opt_g, opt_d = setup.build_optimizers(self.gen, self.disc, tc, self.lr_factor, backend)
         self.precision = setup.resolve_precision(tc.precision, backend.device)
         scaler = torch.amp.GradScaler(backend.device.type, enabled=self.precision == "fp16")
-        self.ema = setup.build_ema(self.gen, tc, cfg.loader.batch_size, self.args.z_dim)
+        self.ema = setup.build_ema(self.gen, tc, cfg.loader.batch_size, self.args.z_dim, self.args.n_params)
         self.progress = Progress()
 
         self.state = TrainState()  # restored in this order
@@ -127,11 +129,12 @@ class Trainer:
             train_gen, train_disc, frozen_disc = (torch.compile(m) for m in (train_gen, train_disc, frozen_disc))
         backend.broadcast_state([self.gen, self.disc], [opt_g, opt_d])
         aux = setup.build_spectral_loss(cfg, self.data.loader.data, self.transform, self.args.image_size,
-                                        backend.device)
+                                        backend.device, self.support)
         self.parts = GANParts(train_gen, train_disc, opt_g, opt_d, scaler, self.autocast, self.memory_format,
                               frozen_disc, aux)
         self.fixed_z = torch.randn(16, self.args.z_dim, generator=torch.Generator().manual_seed(
             seed_from(tc.seed, setup.SAMPLE_NOISE)))
+        self.fixed_params = sample_grid_params(self.support, 16)
 
     # -- start-up -------------------------------------------------------------------------
 
@@ -164,10 +167,20 @@ class Trainer:
         tc = self.cfg.train
         validation = self.data.validation
         n = min(tc.fidelity_maps, len(validation))
-        reference = np.concatenate(list(setup.read_sample(validation, n, seed_from(tc.seed, setup.FIT_SAMPLE, 2))))
+        reference, params = validation.read(setup.sample_indices(len(validation), n,
+                                                                 seed_from(tc.seed, setup.FIT_SAMPLE, 2)))
         z = torch.randn(n, self.args.z_dim, generator=torch.Generator().manual_seed(
             seed_from(tc.seed, setup.FIDELITY_NOISE)))
-        return FidelityCheck(reference, self.data.side_angle_deg, self.cfg.stats, tc.fidelity_every, z)
+        points = which = None
+        if self.support.conditional:
+            points, which = distinct_rows(self.support.select(validation.manifest.param_names, params,
+                                                              str(validation.root)))
+            fewest = int(np.bincount(which).min())
+            if fewest < 2:
+                raise DataError(f"{validation.root}: train.fidelity_maps={n} maps hold only {fewest} of some "
+                                f"cosmology (of {len(points)}); the fidelity check needs several of each")
+        return FidelityCheck(reference, self.data.side_angle_deg, self.cfg.stats, tc.fidelity_every, z,
+                             points, which)
 
     def checkpoint(self) -> Checkpoint:
         """Everything a resume or a reader needs, as of now."""
@@ -268,7 +281,8 @@ class Trainer:
         params = self.support.normalise(self.support.select(self.data.loader.data.manifest.param_names,
                                                             batch["params"], "training data"))
         noise = StepNoise.draw(seed_from(tc.seed, setup.STEP_NOISE, backend.rank, self.progress.step),
-                               len(real), self.args.z_dim, tc.label_flip, real_params=params)
+                               len(real), self.args.z_dim, tc.label_flip, real_params=params,
+                               fresh_params=tc.fresh_params)
         metrics = gan_step(self.parts, Batch(real, params.to(backend.device)), noise)
         if self.ema is not None:
             self.ema.update(self.gen)
@@ -308,9 +322,24 @@ class Trainer:
         self.backend.barrier()
 
     def _samples(self, logger) -> None:
-        maps = self.emulator().maps_from_latent(self.fixed_z, batch_size=self.cfg.loader.batch_size)
+        maps = self.emulator().maps_from_latent(self.fixed_z, self.fixed_params, batch_size=self.cfg.loader.batch_size)
         logger.image(self.progress.step, "samples", sample_grid(maps),
                      self.run_dir / "samples" / f"step-{self.progress.step:08d}.png")
+
+
+def sample_grid_params(support: ParamSupport, n: int) -> np.ndarray | None:
+    """Where the fixed sample grid's n maps are drawn: for a conditional run a sqrt(n) x
+    sqrt(n) grid over the first two parameters' support (the others at their centre), so
+    the PNG shows the maps change across the support; None for an unconditional run."""
+    if not support.conditional:
+        return None
+    side = int(round(math.sqrt(n)))
+    lo, hi = np.array(support.low), np.array(support.high)
+    rows = np.tile((lo + hi) / 2, (n, 1))
+    for j in range(min(2, len(lo))):
+        steps = np.linspace(lo[j], hi[j], side)
+        rows[:, j] = steps[(np.arange(n) // side) % side] if j == 0 else steps[np.arange(n) % side]
+    return rows
 
 
 def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, progress: bool = True,

@@ -20,6 +20,7 @@ from pipeline.data.loader import MapDataset, ShardedLoader
 from pipeline.data.transforms import PixelTransform
 from pipeline.errors import ConfigError, DataError
 from pipeline.models.args import ModelArgs
+from pipeline.models.conditioning import ParamSupport, distinct_rows
 from pipeline.models.dcgan import build_models
 from pipeline.parallel.backend import Backend
 from pipeline.train.aux_losses import SpectralLoss
@@ -76,11 +77,46 @@ def open_training_data(cfg: Config, data_dir: Path, backend: Backend) -> Trainin
     return TrainingData(loader, validation, manifest.side_angle_deg, h)
 
 
-def read_sample(data: MapDataset, n: int, seed: int, chunk: int = 256):
-    """Yield the maps (kappa) of a seeded random sample of n maps, ``chunk`` at a time."""
-    idx = sample_indices(len(data), n, seed)
+def read_sample(data: MapDataset, n: int, seed: int, chunk: int = 256, among: np.ndarray | None = None):
+    """Yield the maps (kappa) of a seeded random sample of n maps, ``chunk`` at a time;
+    drawn from the indices ``among`` (default: the whole split)."""
+    pool = np.arange(len(data)) if among is None else np.asarray(among)
+    idx = pool[sample_indices(len(pool), n, seed)]
     for start in range(0, len(idx), chunk):
         yield data.read(idx[start:start + chunk])[0]
+
+
+@dataclass
+class Cosmologies:
+    """The distinct cosmologies of a split, in a conditional run's parameters: points
+    (C, P) in physical units, in order of first appearance, and each map's number (n,)."""
+
+    points: np.ndarray
+    which: np.ndarray
+
+    def members(self, c: int) -> np.ndarray:
+        return np.flatnonzero(self.which == c)
+
+
+def split_cosmologies(data: MapDataset, support: ParamSupport) -> Cosmologies:
+    """A split's cosmologies (one, at no parameters, for an unconditional run)."""
+    if not support.conditional:
+        return Cosmologies(np.zeros((1, 0)), np.zeros(len(data), np.int64))
+    return Cosmologies(*distinct_rows(support.select(data.manifest.param_names, data.all_params(), str(data.root))))
+
+
+def fit_support(args: ModelArgs, data: MapDataset) -> ParamSupport:
+    """The training support of a conditional run (empty for an unconditional one): every
+    parameter of model.condition_on must be in the data and take more than one value."""
+    names = list(args.condition_on)
+    if not names:
+        return ParamSupport()
+    support = ParamSupport.fit(names, data.manifest.param_names, data.all_params(), str(data.root))
+    for name, lo, hi in zip(support.names, support.low, support.high):
+        if not hi > lo:
+            raise DataError(f"{data.root}: every training map has {name} = {lo:.6g}; model.condition_on needs "
+                            "training data that spans a range of it")
+    return support
 
 
 def fit_transform(cfg: Config, data: MapDataset) -> PixelTransform:
@@ -139,20 +175,30 @@ def autocast_for(precision: str, device: torch.device) -> contextlib.AbstractCon
 
 
 def build_spectral_loss(cfg: Config, data: MapDataset, transform: PixelTransform, size: int,
-                        device: torch.device) -> Callable | None:
+                        device: torch.device, support: ParamSupport) -> Callable | None:
     """The weighted power-spectrum term ``f(fake, params)`` (train.spectral_weight), or None.
-    Its target: 1024 training maps drawn from the whole split (error ~1/sqrt(n modes))."""
+    Its target: 1024 training maps drawn from the whole split (error ~1/sqrt(n modes)); for
+    a conditional run, up to 1024 maps of each training cosmology, that cosmology's own."""
     weight = cfg.train.spectral_weight
     if weight <= 0:
         return None
-    spectral = SpectralLoss(size, read_sample(data, 1024, seed_from(cfg.train.seed, FIT_SAMPLE, 1), 128),
-                            transform, device)
-    return lambda fake, params: weight * spectral(fake)
+    seed = seed_from(cfg.train.seed, FIT_SAMPLE, 1)
+    if not support.conditional:
+        spectral = SpectralLoss(size, read_sample(data, 1024, seed, 128), transform, device)
+    else:
+        cosmologies = split_cosmologies(data, support)
+        per = [read_sample(data, 1024, seed, 128, among=cosmologies.members(c)) for c in range(len(cosmologies.points))]
+        points = support.normalise(torch.as_tensor(cosmologies.points, dtype=torch.float32))
+        spectral = SpectralLoss(size, [], transform, device, per_cosmology=per, points=points)
+    return lambda fake, params: weight * spectral(fake, params)
 
 
-def build_ema(gen, tc: TrainConfig, batch_size: int, z_dim: int) -> GeneratorEMA | None:
-    """The moving average of G's weights (train.ema_decay), started from G's current weights."""
+def build_ema(gen, tc: TrainConfig, batch_size: int, z_dim: int, n_params: int = 0) -> GeneratorEMA | None:
+    """The moving average of G's weights (train.ema_decay), started from G's current weights.
+    Its BatchNorm is calibrated on noise and, when conditional, uniform draws over the support."""
     if tc.ema_decay <= 0:
         return None
-    z = torch.randn(8 * batch_size, z_dim, generator=torch.Generator().manual_seed(seed_from(tc.seed, EMA_CALIBRATION)))
-    return GeneratorEMA(gen, tc.ema_decay, z, batch_size)
+    g = torch.Generator().manual_seed(seed_from(tc.seed, EMA_CALIBRATION))
+    z = torch.randn(8 * batch_size, z_dim, generator=g)
+    params = torch.rand(8 * batch_size, n_params, generator=g) * 2 - 1 if n_params else None
+    return GeneratorEMA(gen, tc.ema_decay, z, batch_size, params)

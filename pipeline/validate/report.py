@@ -48,21 +48,23 @@ DISPLAY_MD = {"power_spectrum": "power spectrum C_ell", "V0": "V0 (area)", "V1":
 
 def write_report(summary: ValidationSummary, reference_table: str | Path, candidate_table: str | Path,
                  reference_dir: str | Path, candidate_dir: str | Path, out_dir: str | Path,
-                 title: str = "Emulator validation", reference_rows=None) -> Path:
+                 title: str = "Emulator validation", reference_rows=None, candidate_rows=None) -> Path:
     """Write report.md, index.html and the figures into out_dir; returns out_dir/index.html.
 
     reference_table / candidate_table: stats tables on the same bins (the reference =
     simulations, the candidate = the emulator's maps); reference_dir / candidate_dir:
     the datasets they were made from (for the sample maps and the pixel histogram);
     reference_rows: the reference dataset's map indices the table holds (None: all), e.g.
-    one cosmology's, so that the pixel figures show those maps only.
+    one cosmology's, so that the pixel figures show those maps only; candidate_rows: the
+    same for the candidate dataset.
     """
     out = Path(out_dir)
     ref, emu = read_table(reference_table), read_table(candidate_table)
     check_comparable(ref, emu)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        figures = _figures(summary, ref, emu, Path(reference_dir), Path(candidate_dir), out, reference_rows)
+        figures = _figures(summary, ref, emu, Path(reference_dir), Path(candidate_dir), out, reference_rows,
+                           candidate_rows)
         atomic_write_bytes(out / "report.md", _markdown(summary, figures, title, out).encode())
         index = out / "index.html"
         atomic_write_bytes(index, _html(summary, figures, title, out).encode())
@@ -94,7 +96,7 @@ def _verdict_threshold(summary: ValidationSummary, name: str, kind: str) -> floa
     return v.threshold if v is not None and v.kind == kind else None
 
 
-def _figures(summary, ref, emu, ref_dir, emu_dir, out, ref_rows=None) -> list[dict]:
+def _figures(summary, ref, emu, ref_dir, emu_dir, out, ref_rows=None, emu_rows=None) -> list[dict]:
     bins = ref.header.bins
     sigma = bins.sigma
     l_edges = np.asarray(bins.l_edges)
@@ -105,7 +107,7 @@ def _figures(summary, ref, emu, ref_dir, emu_dir, out, ref_rows=None) -> list[di
     ca, cb = statistic_columns(ref), statistic_columns(emu)
     side = ref.header.side_angle_deg
     shown_a, hist_a = _sample(ref_dir, N_HISTOGRAM_MAPS, ref_rows)
-    shown_b, hist_b = _sample(emu_dir, N_HISTOGRAM_MAPS)
+    shown_b, hist_b = _sample(emu_dir, N_HISTOGRAM_MAPS, emu_rows)
     nu_word = "ν (units of σ<sub>κ</sub>)" if in_sigma else "κ"
     figs = []
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import DataError
+from pipeline.models.conditioning import distinct_rows
 from pipeline.train.checkpoint import checkpoint_dir, read_checkpoint, step_checkpoints
 
 _EVERY = re.compile(r"every-([0-9]+)")
@@ -143,9 +144,5 @@ def reference_cosmologies(param_names: tuple[str, ...], data_names: list[str], p
     if missing:
         raise DataError(f"{where}: has no parameter {missing[0]!r}, which the run is conditional on "
                         f"(it has {list(data_names) or 'none'})")
-    columns = np.asarray(params, np.float64)[:, [list(data_names).index(n) for n in param_names]]
-    unique, first, which = np.unique(columns, axis=0, return_index=True, return_inverse=True)
-    order = np.argsort(first)  # first appearance, not sorted order
-    renumber = np.empty_like(order)
-    renumber[order] = np.arange(len(order))
-    return [tuple(float(v) for v in unique[i]) for i in order], renumber[which.ravel()]
+    points, which = distinct_rows(np.asarray(params, np.float64)[:, [list(data_names).index(n) for n in param_names]])
+    return [tuple(float(v) for v in row) for row in points], which

@@ -46,12 +46,15 @@ def stage_config(run_config: Config, config_path=None, overrides=(), stage: str 
 def validate(run_dir: str | Path, reference: str | Path, n_maps: int, out_dir: str | Path,
              checkpoint: str | None = None, config_path: str | Path | None = None, overrides=(),
              stats_cache: str | Path | None = None, progress: bool = True,
-             noise_floor: str | Path | None = None) -> ValidationSummary:
-    """Run the whole validation; returns the summary (with verdicts) on every rank.
+             noise_floor: str | Path | None = None, cosmology_reports: bool = False):
+    """Run the whole validation; returns the summary (with verdicts) on every rank: a
+    ValidationSummary, or for a conditional run a ConditionalSummary (one validation per
+    cosmology of the reference, n_maps generated at each; pipeline/validate/conditional.py).
 
     noise_floor: a second held-out sample of the reference model (e.g. DATA/validation
     beside DATA/test), compared with the reference the same way, so that every figure of
-    the report stands beside what two samples of the simulations give."""
+    the report stands beside what two samples of the simulations give (unconditional runs).
+    cosmology_reports: a conditional run's report gets each cosmology's full report too."""
     comm = world()
     run_dir, reference, out = Path(run_dir), Path(reference), Path(out_dir)
     ref_manifest = read_manifest(reference)
@@ -74,6 +77,19 @@ def validate(run_dir: str | Path, reference: str | Path, n_maps: int, out_dir: s
         raise DataError(f"--n {n_maps}: the statistics' distributions need at least 2 generated maps")
     if n_maps < comm.size:
         raise DataError(f"--n {n_maps} is smaller than the number of ranks ({comm.size})")
+    if emulator.support.conditional:
+        if noise_floor is not None:
+            raise DataError("--noise-floor: not available for a conditional run (each cosmology would need its "
+                            "own second sample)")
+        if not ref_manifest.param_names:
+            raise DataError(f"{reference}: its maps carry no parameters, but {emulator.source} is conditional on "
+                            f"{', '.join(emulator.param_names)}")
+        from pipeline.validate.conditional import validate_conditional
+
+        check_writable(out)
+        with output_lock(out, "validate", comm.rank == 0, from_rank0):
+            return validate_conditional(emulator, cfg, run_dir, reference, ref_manifest, n_maps, out, stats_cache,
+                                        progress, cosmology_reports)
     check_writable(out)
     with output_lock(out, "validate", comm.rank == 0, from_rank0):
         return _run(emulator, cfg, run_dir, reference, ref_manifest, n_maps, out, stats_cache, progress,

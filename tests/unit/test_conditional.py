@@ -1,0 +1,156 @@
+"""The conditional emulator's parts: FiLM generator, projection discriminator, the support's
+parsing and categories, the per-cosmology spectral term and fidelity check."""
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.config import ConfigError, load_config
+from pipeline.data.transforms import PixelTransform
+from pipeline.errors import DataError
+from pipeline.models.args import ModelArgs, ModelArgsError
+from pipeline.models.conditioning import ParamSupport, distinct_rows
+from pipeline.models.dcgan import build_models
+from pipeline.train.aux_losses import SpectralLoss
+
+WIDE = PixelTransform(shift=1.0, scale=1.0)
+OPTIONS = [("film", "projection"), ("concat", "planes"), ("film+concat", "projection+planes")]
+
+
+def conditional_args(g="film", d="projection", **kw):
+    return ModelArgs(image_size=32, z_dim=8, g_channels=4, d_channels=4, kernel_size=4,
+                     condition_on=["Omega_m", "sigma_8"], g_conditioning=g, d_conditioning=d, **kw)
+
+
+@pytest.mark.parametrize("g,d", OPTIONS)
+def test_conditional_models_take_parameters(g, d):
+    torch.manual_seed(0)
+    G, D = build_models(conditional_args(g, d))
+    z, p = torch.randn(6, 8), torch.rand(6, 2) * 2 - 1
+    x = G(z, p)
+    assert x.shape == (6, 1, 32, 32) and D(x, p).shape == (6,)
+    # D's logit depends on the parameters it is told, for the same maps
+    assert not torch.allclose(D(x, p), D(x, -p))
+    # channels_last inputs give the same logits
+    D2 = D.to(memory_format=torch.channels_last)
+    torch.testing.assert_close(D2(x.contiguous(memory_format=torch.channels_last), p), D(x, p))
+
+
+def test_film_starts_as_the_identity_and_then_conditions():
+    """FiLM's heads start at zero: at initialisation G(z, p) does not depend on p; once a head
+    is non-zero, it does."""
+    z = torch.randn(4, 8, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(1)
+    G, _ = build_models(conditional_args("film", "projection"))
+    torch.testing.assert_close(G(z, torch.full((4, 2), -1.0)), G(z, torch.full((4, 2), 1.0)))
+    with torch.no_grad():
+        G.film.heads["bn1"].bias[:4] += 0.5  # a gain change on bn1
+        G.film.heads["bn1"].weight.normal_()
+    assert not torch.allclose(G(z, torch.full((4, 2), -1.0)), G(z, torch.full((4, 2), 1.0)))
+
+
+def test_unconditional_models_keep_their_parameter_names():
+    """Checkpoints of unconditional runs made before conditioning existed still load."""
+    G, D = build_models(ModelArgs(image_size=32, z_dim=8, g_channels=4, d_channels=4))
+    assert not any("film" in k for k in G.state_dict()) and not any("projection" in k for k in D.state_dict())
+    assert G.main.fc.in_features == 8 and D.main.conv1.in_channels == 1
+    Gc, Dc = build_models(conditional_args("concat", "planes"))
+    assert Gc.main.fc.in_features == 10 and Dc.main.conv1.in_channels == 3
+
+
+def test_model_conditioning_options_are_checked():
+    with pytest.raises(ModelArgsError, match="condition_on"):
+        conditional_args().__class__(image_size=32, condition_on=["Omega_m", "Omega_m"])
+    with pytest.raises(ConfigError, match="g_conditioning"):
+        load_config(None, ["model.g_conditioning=cbn"])
+    with pytest.raises(ConfigError, match="fresh_params"):
+        load_config(None, ["train.fresh_params=true", "train.spectral_weight=1"])
+    args = conditional_args()
+    assert args.n_params == 2 and ModelArgs.from_dict(args.to_dict()) == args
+
+
+SUPPORT = ParamSupport(("Omega_m", "sigma_8"), (0.2, 0.6), (0.4, 1.0), ((0.2, 0.6), (0.3, 0.8), (0.4, 1.0)))
+
+
+def test_params_are_parsed_by_name():
+    np.testing.assert_array_equal(SUPPORT.parse("sigma_8=0.79, Omega_m=0.31"), [0.31, 0.79])
+
+
+@pytest.mark.parametrize("text,message", [
+    ("Omega_m=0.3", "no value for sigma_8"),
+    ("Omega_m=0.3,sigma_8=0.8,w0=-1", "unknown parameter 'w0'; this run takes Omega_m, sigma_8"),
+    ("Omega_m=0.3,sigma_8=high", "sigma_8='high' is not a number"),
+    ("Omega_m=0.3,sigma_8=nan", "not a finite number"),
+    ("Omega_m=0.3,Omega_m=0.2,sigma_8=1", "Omega_m is given twice"),
+    ("0.3,0.8", "is not NAME=VALUE"),
+])
+def test_bad_params_are_refused(text, message):
+    with pytest.raises(DataError, match=message):
+        SUPPORT.parse(text)
+    with pytest.raises(DataError, match="unconditional"):
+        ParamSupport().parse("Omega_m=0.3")
+
+
+def test_categories_of_cosmologies():
+    f32 = float(np.float32(0.3))  # as a dataset stores it
+    assert SUPPORT.category([f32, float(np.float32(0.8))]) == "training"
+    assert SUPPORT.category([0.25, 0.7]) == "held-out"
+    assert SUPPORT.category([0.2, 0.7]) == "edge" and SUPPORT.category([0.3, 1.0]) == "edge"
+    assert SUPPORT.category([0.45, 0.8]) == "extrapolated"
+    assert ParamSupport.from_dict(SUPPORT.to_dict(), "x") == SUPPORT
+    old = {"names": ["Omega_m"], "low": [0.2], "high": [0.4]}  # written before points were kept
+    assert ParamSupport.from_dict(old, "x").points == ()
+
+
+def test_distinct_rows_in_order_of_first_appearance():
+    points, which = distinct_rows(np.array([[0.3, 0.8], [0.2, 0.6], [0.3, 0.8], [0.4, 1.0], [0.2, 0.6]]))
+    np.testing.assert_array_equal(points, [[0.3, 0.8], [0.2, 0.6], [0.4, 1.0]])
+    np.testing.assert_array_equal(which, [0, 1, 0, 2, 1])
+
+
+def scaled_noise(n, size, amp, seed):
+    return (np.random.default_rng(seed).standard_normal((n, size, size)) * amp).astype(np.float32)
+
+
+def test_spectral_term_holds_each_map_to_its_own_cosmology():
+    """Two cosmologies whose maps differ 3x in amplitude (9x in power): generated maps that
+    match their own cosmology's power cost ~nothing; the same maps told the other
+    cosmology's parameters, or one pooled target, cost about log((9 + 1/9) / 2)^2."""
+    size = 16
+    low, high = scaled_noise(400, size, 0.01, 0), scaled_noise(400, size, 0.03, 1)
+    points = torch.tensor([[-1.0], [1.0]])
+    loss = SpectralLoss(size, [], WIDE, torch.device("cpu"), per_cosmology=[[low], [high]], points=points)
+    kappa = np.concatenate([scaled_noise(200, size, 0.01, 2), scaled_noise(200, size, 0.03, 3)])
+    fake = WIDE.forward(torch.from_numpy(kappa)[:, None])  # as G makes them
+    right = torch.cat([torch.full((200, 1), -0.9), torch.full((200, 1), 0.8)])  # nearest point decides
+    wrong = -right
+    assert loss(fake, right).item() < 0.05
+    # told the other cosmology, half the maps have 9x and half 1/9x their target's power
+    assert loss(fake, wrong).item() > 0.8 * np.log((9 + 1 / 9) / 2) ** 2
+    pooled = SpectralLoss(size, [np.concatenate([low, high])], WIDE, torch.device("cpu"))
+    assert pooled(fake[:200]).item() > 0.3  # the pooled mean is ~5x the low cosmology's power
+
+
+def test_one_cosmology_per_cosmology_equals_the_single_target():
+    size = 16
+    maps = scaled_noise(64, size, 0.02, 4)
+    fake = WIDE.forward(torch.from_numpy(scaled_noise(32, size, 0.025, 5))[:, None])
+    single = SpectralLoss(size, [maps], WIDE, torch.device("cpu"))
+    per = SpectralLoss(size, [], WIDE, torch.device("cpu"), per_cosmology=[[maps]], points=torch.zeros(1, 1))
+    torch.testing.assert_close(per(fake, torch.zeros(32, 1)), single(fake), rtol=1e-5, atol=1e-7)
+
+
+def test_fidelity_scores_the_worst_cosmology():
+    from pipeline.config import StatsConfig
+    from pipeline.train.fidelity import FidelityCheck
+
+    size = 32
+    a, b = scaled_noise(40, size, 0.01, 6), scaled_noise(40, size, 0.03, 7)
+    reference = np.concatenate([a, b])
+    which = np.repeat([0, 1], 40)
+    check = FidelityCheck(reference, 1.75, StatsConfig(n_ell=6), 1, torch.zeros(80, 4),
+                          points=np.array([[0.25], [0.35]]), which=which)
+    good = check.score(np.concatenate([scaled_noise(40, size, 0.01, 8), scaled_noise(40, size, 0.03, 9)]))
+    one_off = check.score(np.concatenate([scaled_noise(40, size, 0.01, 8), scaled_noise(40, size, 0.036, 9)]))
+    assert good["fid_ps_max"] < 0.2 and one_off["fid_ps_max"] > 0.3  # 1.2x amplitude: 1.44x power at one
+    assert one_off["fid_score"] > good["fid_score"]
