@@ -7,8 +7,11 @@ TORCH_SPEC ?= torch==2.13.0
 QUICKSTART_DATA ?= data/quickstart
 QUICKSTART_RUN ?= runs/quickstart
 QUICKSTART_REPORT ?= reports/quickstart
+CONDITIONAL_DATA ?= data/conditional
+CONDITIONAL_RUN ?= runs/conditional
+CONDITIONAL_REPORT ?= reports/conditional
 
-.PHONY: install install-base quickstart test clean
+.PHONY: install install-base quickstart conditional test clean
 
 # install-base: the pipeline and its test tools; install adds Horovod, which the
 # quickstart does not need (its build takes ~3-5 minutes of 2 cores the first time).
@@ -35,6 +38,15 @@ quickstart: install-base
 	$(VENV)/bin/mpirun -n 2 $(VENV)/bin/cosmogan validate --run $(QUICKSTART_RUN) \
 	    --reference $(QUICKSTART_DATA)/test --noise-floor $(QUICKSTART_DATA)/validation --n 2048 \
 	    --out $(QUICKSTART_REPORT)
+
+# The cosmology emulator: 25 training cosmologies, G(z, Omega_m, sigma_8) on the CPU, and a
+# validation at 31 test cosmologies (25 training, 4 held-out, 2 on the edge), 512 maps each.
+conditional: install-base
+	$(VENV)/bin/cosmogan make-data --config configs/conditional.yaml --out $(CONDITIONAL_DATA)
+	$(VENV)/bin/cosmogan verify-data $(CONDITIONAL_DATA)/train $(CONDITIONAL_DATA)/validation $(CONDITIONAL_DATA)/test
+	$(VENV)/bin/cosmogan train --config configs/conditional.yaml --data $(CONDITIONAL_DATA) --run $(CONDITIONAL_RUN)
+	$(VENV)/bin/mpirun -n 2 $(VENV)/bin/cosmogan validate --run $(CONDITIONAL_RUN) \
+	    --reference $(CONDITIONAL_DATA)/test --n 512 --out $(CONDITIONAL_REPORT)
 
 test: install
 	$(PY) -m pytest

@@ -149,7 +149,7 @@ def _print_conditional(summary, out: Path) -> int:
 def _generate_params(args, emulator):
     """(params, n) for generate: from --params (every map at one cosmology) or --like (one
     map at the parameters of each map of a dataset); None for an unconditional run."""
-    from pipeline.data.loader import MapDataset
+    from pipeline.data.format import read_manifest
     from pipeline.validate.validate import check_geometry
 
     if args.params is not None and args.like is not None:
@@ -160,15 +160,12 @@ def _generate_params(args, emulator):
         if args.params is None:
             return None, args.n
         return emulator.support.parse(args.params), args.n
-    if not emulator.support.conditional:
-        raise PipelineError(f"--like {args.like}: this run is unconditional; it takes no parameters")
-    like = MapDataset(args.like)
-    check_geometry(emulator, Path(args.like), like.manifest)
-    if args.n is not None and args.n != len(like):
-        raise PipelineError(f"--n {args.n} with --like {args.like}: it holds {len(like)} maps, one generated "
+    params = emulator.params_like(args.like)
+    check_geometry(emulator, Path(args.like), read_manifest(args.like))
+    if args.n is not None and args.n != len(params):
+        raise PipelineError(f"--n {args.n} with --like {args.like}: it holds {len(params)} maps, one generated "
                             "map per map; leave --n out")
-    params = emulator.support.select(like.manifest.param_names, like.all_params(), args.like)
-    return params, len(like)
+    return params, len(params)
 
 
 def _validate(args) -> int:

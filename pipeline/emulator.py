@@ -3,6 +3,11 @@
     emu = Emulator.load("runs/quickstart", checkpoint="best")     # or "last", or a path
     maps = emu.sample(1024, seed=0)                                # (1024, H, W) float32 kappa
 
+    emu = Emulator.load("runs/conditional")                        # a conditional run
+    maps = emu.sample(512, params={"Omega_m": 0.31, "sigma_8": 0.79})
+    p = emu.params_like("data/conditional/test")                   # one row per map of a dataset
+    maps = emu.sample(len(p), params=p)
+
 Map i of ``sample(n, seed=s)`` is G(z_i) with z_i drawn from its own stream seeded by
 (s, first_index + i), so a map never depends on how many are drawn at once or by which
 rank. The generator runs in eval mode (BatchNorm from its running statistics), so a map
@@ -84,9 +89,27 @@ class Emulator:
     def param_ranges(self) -> dict[str, tuple[float, float]]:
         return self.support.ranges
 
+    def params_like(self, dataset_dir: str | Path) -> np.ndarray:
+        """The per-map parameters (n, P) of a dataset, in param_names order: generating
+        ``sample(n, params=...)`` with them mirrors its design (``generate --like``)."""
+        from pipeline.data.loader import MapDataset
+        from pipeline.errors import DataError
+
+        if not self.support.conditional:
+            raise DataError(f"--like {dataset_dir}: this run is unconditional; it takes no parameters")
+        data = MapDataset(dataset_dir)
+        try:
+            return np.asarray(self.support.select(data.manifest.param_names, data.all_params(), str(dataset_dir)),
+                              np.float64)
+        finally:
+            data.close()
+
     def check_params(self, params, n: int, allow_extrapolation: bool = False, where: str = "params") -> np.ndarray:
         """params as (n, P) float64 in param_names order: None (unconditional), one row for
-        every map, or n rows. Refuses what the run cannot take (ParamSupport.check)."""
+        every map ((P,) or {name: value}), or n rows. Refuses what the run cannot take
+        (ParamSupport.check)."""
+        if isinstance(params, dict):
+            params = self.support.parse(",".join(f"{k}={v}" for k, v in params.items()), where)
         if params is None:
             p = np.zeros((n, 0))
         else:

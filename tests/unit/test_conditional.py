@@ -154,3 +154,35 @@ def test_fidelity_scores_the_worst_cosmology():
     one_off = check.score(np.concatenate([scaled_noise(40, size, 0.01, 8), scaled_noise(40, size, 0.036, 9)]))
     assert good["fid_ps_max"] < 0.2 and one_off["fid_ps_max"] > 0.3  # 1.2x amplitude: 1.44x power at one
     assert one_off["fid_score"] > good["fid_score"]
+
+
+@pytest.mark.parametrize("name", ["conditional.yaml", "cosmogan256-conditional.yaml"])
+def test_shipped_conditional_configs_hold_out_interior_and_edge_cosmologies(name):
+    """25 training cosmologies with >= 512 maps each; the test split holds them plus 4 held-out
+    interior and 2 edge cosmologies, none in the training design."""
+    from conftest import CONFIGS
+
+    cfg = load_config(CONFIGS / name)
+    train = cfg.split_points("train")
+    test = cfg.split_points("test")
+    assert len(train) == 25 and cfg.data.n_train // len(train) >= 512 and cfg.data.n_train % len(train) == 0
+    assert cfg.data.n_test % len(test) == 0 and cfg.data.n_test // len(test) >= 512
+    assert set(cfg.split_points("validation")) == set(train)
+    lo, hi = np.min(train, 0), np.max(train, 0)
+    support = ParamSupport(("Omega_m", "sigma_8"), tuple(lo), tuple(hi), tuple(train))
+    cats = [support.category(p) for p in test]
+    assert cats.count("training") == 25 and cats.count("held-out") == 4 and cats.count("edge") == 2
+    assert cfg.model.condition_on == ["Omega_m", "sigma_8"]
+
+
+def test_emulator_takes_params_by_name():
+    from pipeline.emulator import Emulator
+
+    args = conditional_args()
+    G, _ = build_models(args)
+    support = ParamSupport(("Omega_m", "sigma_8"), (0.2, 0.6), (0.4, 1.0))
+    emu = Emulator(G.eval(), WIDE, args, support, 1.75, load_config(None))
+    by_name = emu.sample(3, params={"sigma_8": 0.7, "Omega_m": 0.25}, seed=1)
+    np.testing.assert_array_equal(by_name, emu.sample(3, params=[0.25, 0.7], seed=1))
+    with pytest.raises(DataError, match="unknown parameter 'w0'"):
+        emu.sample(3, params={"w0": -1, "Omega_m": 0.3, "sigma_8": 0.8})
