@@ -31,7 +31,7 @@ from pipeline.stats.compare import STATISTICS, statistic_columns
 from pipeline.stats.table import read_table
 from pipeline.validate import plots
 from pipeline.validate.conditional import CATEGORIES, ConditionalSummary, CosmologyResult
-from pipeline.validate.report import CSS, DISPLAY_MD
+from pipeline.validate.report import CSS, DISPLAY_MD, SCRIPT
 
 COLORS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7")
 MARKERS = {"training": "s", "held-out": "o", "edge": "D", "extrapolated": "X"}
@@ -329,9 +329,10 @@ def _html(summary: ConditionalSummary, figures) -> str:
 <title>Conditional emulator validation</title>
 <style>{CSS}</style>
 </head>
-<body>
+<body data-images="pending">
 <main>
 <h1>Conditional emulator validation</h1>
+<p id="image-warning" class="warn" hidden></p>
 <div class="banner {cls}" id="overall">{esc(text)}</div>
 <ul>{"".join(f"<li>{esc(x)}</li>" for x in lines)}</ul>
 <dl class="prov"><dt>run</dt><dd>{esc(run.dir)}</dd><dt>checkpoint</dt><dd>{esc(run.checkpoint)} (step {run.step})</dd>
@@ -351,6 +352,7 @@ the nearest training one (interpolation passes when the first is smaller). Bins 
 <h2>Figures</h2>
 <div class="figs">{figs}</div>
 </main>
+<script>{SCRIPT}</script>
 </body>
 </html>
 """

@@ -174,3 +174,21 @@ def test_sweep_page_renders_with_both_figures(chromium, report, tmp_path):
     assert 'id="ranked"' in proc.stdout and "0 of 6 checkpoints meet every criterion" in proc.stdout
     assert images_marker(proc.stdout) == "ok:2"
     assert console_messages(proc.stderr) == []
+
+
+def test_conditional_page_renders_with_every_figure(chromium, tiny_data, tmp_path):
+    """A conditional run's validation page (pipeline/validate/conditional_report.py), from a
+    run conditioned on Omega_m over the tiny config's two cosmologies: every figure loads,
+    no console message, the table lists both cosmologies."""
+    from conftest import CONFIGS, LENIENT, run_cli
+
+    run = tmp_path / "run"
+    run_cli("train", "--config", CONFIGS / "tiny.yaml", "--data", tiny_data, "--run", run, "--quiet",
+            "--set", "train.steps=8", "--set", "model.condition_on=[Omega_m]", check=True)
+    out = tmp_path / "report"
+    run_cli("validate", "--run", run, "--reference", tiny_data / "test", "--n", 16, "--out", out, "--quiet",
+            *LENIENT, check=False)
+    proc = run_browser(chromium, tmp_path, (out / "index.html").as_uri(), "--dump-dom")
+    assert 'id="cosmologies"' in proc.stdout and proc.stdout.count("Omega_m=0.") >= 2
+    assert images_marker(proc.stdout) == "ok:4"  # plane, spectra, parameter line, errors (no held-out pair)
+    assert console_messages(proc.stderr) == []
