@@ -381,6 +381,8 @@ class TrainConfig:
     batch by lr_scaling ("none", "linear" or "sqrt"); collective_timeout_s: how long a
     rank waits for the others before failing (DDP); spectral_weight: weight of the
     auxiliary power-spectrum loss of the generator (0 = off; pipeline/train/aux_losses.py);
+    cosmology_spectral_weight: weight of the spectral term's per-cosmology part, the squared
+    bias of each training cosmology's broadband power per ring (0 = off; aux_losses.py);
     fresh_params: a conditional run draws its generated maps at uniform draws over the
     training support instead of at the real batch's parameters (needs spectral_weight 0);
     lr_decay: "none" (constant learning rates) or "cosine" (from lr_* at step 0 down to
@@ -411,6 +413,7 @@ class TrainConfig:
     lr_reference_batch: int = 64
     collective_timeout_s: float = 300.0
     spectral_weight: float = 0.0
+    cosmology_spectral_weight: float = 0.0
     fresh_params: bool = False
     lr_decay: Literal["none", "cosine"] = "none"
     lr_final_fraction: float = 0.1
@@ -436,9 +439,11 @@ class TrainConfig:
         _positive(self.lr_reference_batch, f"{where}.lr_reference_batch")
         _positive(self.collective_timeout_s, f"{where}.collective_timeout_s")
         _non_negative(self.spectral_weight, f"{where}.spectral_weight")
-        if self.fresh_params and self.spectral_weight > 0:
+        _non_negative(self.cosmology_spectral_weight, f"{where}.cosmology_spectral_weight")
+        if self.fresh_params and (self.spectral_weight > 0 or self.cosmology_spectral_weight > 0):
             raise ConfigError(f"{where}.fresh_params: the spectral term's targets exist only at the training "
-                              "cosmologies; set train.spectral_weight to 0 to draw generated maps at fresh parameters")
+                              "cosmologies; set train.spectral_weight and cosmology_spectral_weight to 0 to draw "
+                              "generated maps at fresh parameters")
 
 
 @dataclass

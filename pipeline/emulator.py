@@ -137,7 +137,7 @@ class Emulator:
     def maps_from_latent(self, z: torch.Tensor, params=None, batch_size: int | None = None) -> np.ndarray:
         """kappa maps (n, H, W) float32 from given noise z (n, z_dim) and physical params (n, P)."""
         n = len(z)
-        p = torch.as_tensor(np.zeros((n, 0)) if params is None else np.asarray(params), dtype=torch.float32)
+        p = torch.as_tensor(np.zeros((n, 0)) if params is None else np.array(params, np.float32), dtype=torch.float32)
         cond = self.support.normalise(p) if self.support.conditional else p
         batch_size = batch_size or self.config.generate.batch_size
         gen = self.generator

@@ -35,6 +35,21 @@ with 0: the batch mean of each map's power relative to its own cosmology's targe
 (f_c that cosmology's floor). For one cosmology this is the formula above exactly; with
 many, the mean still runs over the whole batch (2-3 maps per cosmology in a batch of 64
 would make a log of each cosmology's own mean biased by -0.3 to -0.6).
+
+That pooled mean cannot see a cosmology whose power is 20% high while another's is 20%
+low (the first conditional run had exactly that: docs/training-notes.md). The
+per-cosmology term (``cosmology_term``, train.cosmology_spectral_weight) measures each
+map's broadband amplitude per ring r, x_b,r = log(mean over the ring's modes of
+(|F[kappa_b](k)|^2 + f_c) / (P_{c,s(k)} + f_c)), against the same quantity's mean over
+that cosmology's training maps, mu_{c,r}, and averages, over every pair of distinct maps
+(b, b') of the batch at the same cosmology,
+
+    L_cosmo = mean over rings r of  mean over pairs of  (x_b,r - mu_{c,r}) (x_b',r - mu_{c,r})
+
+an unbiased estimate of the squared bias of the mean amplitude (the two maps are
+independent given c), with no pull on the scatter of the amplitudes from map to map:
+the square of one map's or one cosmology's deviation would shrink that scatter too,
+which the per-map distributions need kept.
 """
 
 from __future__ import annotations
@@ -72,6 +87,7 @@ class SpectralLoss:
         self.weights = shell_weight[self.shell] / self.counts[self.shell]
         self.transform = transform
         groups = per_cosmology if per_cosmology is not None else [target_chunks]
+        self._map_shells: list[list[torch.Tensor]] = []  # each target map's shell powers, for mu below
         target = torch.stack([self._mean_shell_power(chunks, device) for chunks in groups])  # (C, n_shells)
         # a floor far below any shell's power keeps the logs finite for data whose maps all
         # have mean exactly 0 (shell k = 0 empty): a generated mean then costs log(P / floor)
@@ -80,11 +96,21 @@ class SpectralLoss:
         self.targets = target + self.floors[:, None]  # (C, n_shells), floors included
         self.log_target = torch.log(self.targets[0])
         self.points = points.to(device) if points is not None else None
+        # rings |k| = 1 .. N/2 for the per-cosmology amplitude term
+        self.ring = torch.round(torch.sqrt(self.k2.to(torch.float64))).long()
+        self.n_rings = int(self.ring.max()) + 1
+        self.ring_counts = torch.bincount(self.ring, minlength=self.n_rings).to(torch.float32)
+        self.ring_mu = torch.stack([self._mean_amplitude(shells, c) for c, shells in enumerate(self._map_shells)])
+        del self._map_shells
 
     def _mean_shell_power(self, chunks: Iterable[np.ndarray], device) -> torch.Tensor:
         total, n = torch.zeros(self.n_shells, device=device), 0
+        kept = []
+        self._map_shells.append(kept)
         for maps in chunks:
-            total += self.shell_power(torch.as_tensor(np.asarray(maps, np.float32), device=device)) * len(maps)
+            per_map = self.map_shell_power(torch.as_tensor(np.asarray(maps, np.float32), device=device))
+            kept.append(per_map)
+            total += per_map.sum(0)
             n += len(maps)
         if n == 0:
             raise ValueError("spectral target: no maps")
@@ -100,14 +126,48 @@ class SpectralLoss:
         """Mean power over the maps (B, N, N) of each mode used, float32."""
         return self.map_mode_power(kappa).mean(0)
 
+    def _mean_amplitude(self, shells: list[torch.Tensor], c: int) -> torch.Tensor:
+        """mu_{c,r}: the mean over cosmology c's target maps of their ring amplitudes x (R,),
+        from each map's shell powers (the ratio's sum over a shell's modes is the shell's)."""
+        per_map = torch.cat(shells)                                          # (n, n_shells)
+        ratio = (per_map + self.floors[c]) / self.targets[c]                 # per shell, each mode's mean
+        ring_of_shell = torch.zeros(self.n_shells, dtype=torch.long, device=per_map.device)
+        ring_of_shell[self.shell] = self.ring
+        sums = torch.zeros(len(per_map), self.n_rings, device=per_map.device).index_add(
+            1, ring_of_shell, ratio * self.counts)
+        return torch.log(sums / self.ring_counts).mean(0)
+
+    def ring_amplitude(self, kappa: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """x (B, R): the log of each map's mean power relative to its cosmology's target, per ring."""
+        ratio = (self.map_mode_power(kappa) + self.floors[c, None]) / self.targets[c][:, self.shell]
+        sums = torch.zeros(len(kappa), self.n_rings, device=kappa.device).index_add(1, self.ring, ratio)
+        return torch.log(sums / self.ring_counts)
+
+    def cosmology_term(self, fake: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """L_cosmo of the generated maps (B, 1, N, N) at their normalised params (B, P); 0 when
+        no two maps of the batch share a cosmology."""
+        kappa = self.transform.inverse(fake[:, 0].float())
+        c = self.cosmology_of(params, len(fake))
+        d = self.ring_amplitude(kappa, c)[:, 1:] - self.ring_mu[c][:, 1:]   # rings 1 .. N/2
+        pairs = (c[:, None] == c[None, :]) & ~torch.eye(len(c), dtype=torch.bool, device=c.device)
+        n_pairs = pairs.sum()
+        if n_pairs == 0:
+            return d.sum() * 0.0
+        return ((pairs.to(d.dtype) @ d) * d).sum() / (n_pairs * d.shape[1])
+
     def map_mode_power(self, kappa: torch.Tensor) -> torch.Tensor:
         """Each map's power (B, M) at each mode used, float32."""
         return torch.fft.rfft2(kappa.float()).abs().square()[:, self.keep]
 
     def shell_power(self, kappa: torch.Tensor) -> torch.Tensor:
         """Mean power over the maps (B, N, N) and the modes of each shell."""
-        power = self.mode_power(kappa)
-        sums = torch.zeros(self.n_shells, device=kappa.device, dtype=power.dtype).index_add(0, self.shell, power)
+        return self.map_shell_power(kappa).mean(0)
+
+    def map_shell_power(self, kappa: torch.Tensor) -> torch.Tensor:
+        """Each map's mean power over the modes of each shell (B, n_shells)."""
+        power = self.map_mode_power(kappa)
+        sums = torch.zeros(len(kappa), self.n_shells, device=kappa.device, dtype=power.dtype).index_add(
+            1, self.shell, power)
         return sums / self.counts
 
     def __call__(self, fake: torch.Tensor, params: torch.Tensor | None = None) -> torch.Tensor:

@@ -179,8 +179,8 @@ def build_spectral_loss(cfg: Config, data: MapDataset, transform: PixelTransform
     """The weighted power-spectrum term ``f(fake, params)`` (train.spectral_weight), or None.
     Its target: 1024 training maps drawn from the whole split (error ~1/sqrt(n modes)); for
     a conditional run, up to 1024 maps of each training cosmology, that cosmology's own."""
-    weight = cfg.train.spectral_weight
-    if weight <= 0:
+    weight, per_cosmology = cfg.train.spectral_weight, cfg.train.cosmology_spectral_weight
+    if weight <= 0 and per_cosmology <= 0:
         return None
     seed = seed_from(cfg.train.seed, FIT_SAMPLE, 1)
     if not support.conditional:
@@ -190,7 +190,9 @@ def build_spectral_loss(cfg: Config, data: MapDataset, transform: PixelTransform
         per = [read_sample(data, 1024, seed, 128, among=cosmologies.members(c)) for c in range(len(cosmologies.points))]
         points = support.normalise(torch.as_tensor(cosmologies.points, dtype=torch.float32))
         spectral = SpectralLoss(size, [], transform, device, per_cosmology=per, points=points)
-    return lambda fake, params: weight * spectral(fake, params)
+    if per_cosmology <= 0:
+        return lambda fake, params: weight * spectral(fake, params)
+    return lambda fake, params: weight * spectral(fake, params) + per_cosmology * spectral.cosmology_term(fake, params)
 
 
 def build_ema(gen, tc: TrainConfig, batch_size: int, z_dim: int, n_params: int = 0) -> GeneratorEMA | None:
