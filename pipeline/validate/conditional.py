@@ -33,15 +33,13 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import Config
-from pipeline.data.format import atomic_write_bytes, remove_temporaries
+from pipeline.data.format import atomic_write_bytes
 from pipeline.data.loader import MapDataset
 from pipeline.emulator import Emulator
 from pipeline.models.conditioning import ParamSupport, distinct_rows
 from pipeline.parallel.comm import rank_local_work, world
 from pipeline.stats.compare import compare_tables, statistic_columns
-from pipeline.stats.fanout import compute_stats
 from pipeline.stats.table import read_table, write_rows
-from pipeline.validate.generate import generate
 from pipeline.validate.summary import RunInfo, ValidationSummary
 from pipeline.validate.verdicts import judge
 
@@ -175,7 +173,7 @@ def validate_conditional(emulator: Emulator, cfg: Config, run_dir: Path, referen
                          cosmology_reports: bool = False) -> ConditionalSummary:
     """Generate n_maps at every cosmology of the reference, then judge each (all ranks call;
     the summary is returned on every rank)."""
-    from pipeline.validate.validate import reference_table_path
+    from pipeline.validate.validate import generate_and_measure
 
     comm = world()
     support = emulator.support
@@ -185,19 +183,9 @@ def validate_conditional(emulator: Emulator, cfg: Config, run_dir: Path, referen
     finally:
         ref.close()
     generated = out / "generated"
-    rows = np.repeat(points, n_maps, axis=0)
-    generate(emulator, cfg, len(rows), generated, run_dir, progress=progress, params=rows, allow_extrapolation=True)
-    cache = Path(stats_cache) if stats_cache else out / "stats"
-    with rank_local_work(f"{out}: cannot write"):
-        if comm.rank == 0:
-            remove_temporaries(out)
-            cache.mkdir(parents=True, exist_ok=True)
-            (out / "stats").mkdir(parents=True, exist_ok=True)
-    comm.barrier()
-    ref_table = reference_table_path(cache, ref_manifest, cfg)
-    compute_stats(reference, ref_table, cfg.stats, progress=progress)
-    gen_table = out / "stats" / "generated.h5"
-    compute_stats(generated, gen_table, cfg.stats, like=ref_table, progress=progress)
+    rows = np.repeat(points, n_maps, axis=0)  # cosmology c: generated maps c n .. (c + 1) n - 1
+    _, ref_table, gen_table = generate_and_measure(emulator, cfg, run_dir, reference, ref_manifest, len(rows), out,
+                                                   stats_cache, progress, params=rows)
 
     summary = None
     if comm.rank == 0:

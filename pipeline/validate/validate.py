@@ -100,18 +100,8 @@ def _run(emulator: Emulator, cfg: Config, run_dir: Path, reference: Path, ref_ma
          stats_cache, progress: bool, noise_floor: Path | None, floor_manifest) -> ValidationSummary:
     comm = world()
     generated = out / "generated"
-    generate(emulator, cfg, n_maps, generated, run_dir, progress=progress)
-    cache = Path(stats_cache) if stats_cache else out / "stats"
-    with rank_local_work(f"{out}: cannot write"):
-        if comm.rank == 0:
-            remove_temporaries(out)  # report files a killed run left half-written
-            cache.mkdir(parents=True, exist_ok=True)
-            (out / "stats").mkdir(parents=True, exist_ok=True)
-    comm.barrier()
-    ref_table = reference_table_path(cache, ref_manifest, cfg)
-    compute_stats(reference, ref_table, cfg.stats, progress=progress)
-    gen_table = out / "stats" / "generated.h5"
-    compute_stats(generated, gen_table, cfg.stats, like=ref_table, progress=progress)
+    cache, ref_table, gen_table = generate_and_measure(emulator, cfg, run_dir, reference, ref_manifest, n_maps, out,
+                                                       stats_cache, progress)
     floor_table = None
     if noise_floor is not None:  # on the reference's bins, cached like it
         floor_table = cache / f"floor-{floor_manifest.digest()[:12]}-on-{ref_table.name}"
@@ -129,6 +119,29 @@ def _run(emulator: Emulator, cfg: Config, run_dir: Path, reference: Path, ref_ma
             write_summary(summary, out)
             write_report(summary, ref_table, gen_table, reference, generated, out)
     return comm.bcast(summary, root=0)
+
+
+def generate_and_measure(emulator: Emulator, cfg: Config, run_dir: Path, reference: Path, ref_manifest, n_maps: int,
+                         out: Path, stats_cache, progress: bool, params=None) -> tuple[Path, Path, Path]:
+    """The stages validate and a conditional validation share: generate n_maps maps into
+    OUT/generated (at ``params``: one row per map, for a conditional run), then the
+    reference's statistics (cached) and the generated maps' on its bins. Returns (the
+    cache directory, the reference's table, the generated maps' table)."""
+    comm = world()
+    generate(emulator, cfg, n_maps, out / "generated", run_dir, progress=progress, params=params,
+             allow_extrapolation=True)  # a conditional reference's cosmologies: validated wherever they are
+    cache = Path(stats_cache) if stats_cache else out / "stats"
+    with rank_local_work(f"{out}: cannot write"):
+        if comm.rank == 0:
+            remove_temporaries(out)  # report files a killed run left half-written
+            cache.mkdir(parents=True, exist_ok=True)
+            (out / "stats").mkdir(parents=True, exist_ok=True)
+    comm.barrier()
+    ref_table = reference_table_path(cache, ref_manifest, cfg)
+    compute_stats(reference, ref_table, cfg.stats, progress=progress)
+    gen_table = out / "stats" / "generated.h5"
+    compute_stats(out / "generated", gen_table, cfg.stats, like=ref_table, progress=progress)
+    return cache, ref_table, gen_table
 
 
 def check_geometry(emulator: Emulator, reference: Path, ref_manifest) -> None:
