@@ -266,7 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("validate", help="generate N maps, compute and compare their statistics, write the report")
     s.add_argument("--run", "--run-dir", dest="run", required=True, help="run directory")
     s.add_argument("--reference", required=True, help="held-out dataset, e.g. DATA/test")
-    s.add_argument("--n", type=int, required=True, help="maps to generate (a conditional run: at each cosmology of the reference)")
+    s.add_argument("--n", type=int, help="maps to generate (a conditional run: at each cosmology of the reference); "
+                                          "default: as many as the reference holds (per cosmology)")
     s.add_argument("--out", required=True, help="report directory")
     s.add_argument("--checkpoint", help="best (default when the run kept one), last, or a path")
     s.add_argument("--stats-cache", help="where reference statistics are kept and reused (default OUT/stats)")
@@ -285,7 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoints", default="all",
                    help="which checkpoints of each run: all (default), last, best, every-K; comma-separated")
     s.add_argument("--reference", required=True, help="held-out dataset, e.g. DATA/test")
-    s.add_argument("--n", type=int, required=True, help="maps to generate per item")
+    s.add_argument("--n", type=int, help="maps to generate per item (default: as many as the reference holds, "
+                                          "per cosmology for a conditional run)")
     s.add_argument("--out", required=True, help="sweep directory (table, report, one directory per item)")
     s.add_argument("--groups", type=int, help="groups of ranks validating items side by side "
                                               "(default: one group per rank)")

@@ -58,20 +58,11 @@ RUN_DIRS=(${RUNS})
 DATA="${DATA:-${COSMOGAN_ROOT}/data/quickstart}"
 REFERENCE="${REFERENCE:-${DATA}/test}"
 OUT="${OUT:-${COSMOGAN_ROOT}/runs/sweep}"
-if [ -z "${N:-}" ]; then
-    if [ -f "${REFERENCE}/manifest.json" ]; then  # the dataset's own n_maps (the first one listed)
-        N=$(sed -n 's/^ *"n_maps": *\([0-9][0-9]*\).*/\1/p' "${REFERENCE}/manifest.json" | head -n 1)
-    fi
-    if [ -z "${N:-}" ]; then
-        echo "cosmogan: error: set N (maps per item): REFERENCE=${REFERENCE} is not a dataset directory" >&2
-        exit 1
-    fi
-fi
 echo "cosmogan: job ${SLURM_JOB_ID:-?} on ${SLURM_JOB_NODELIST:-?}: ${SLURM_NTASKS:-?} tasks," \
-     "RUNS=${RUN_DIRS[*]} CHECKPOINTS=${CHECKPOINTS:-all} REFERENCE=${REFERENCE} N=${N} OUT=${OUT}" \
+     "RUNS=${RUN_DIRS[*]} CHECKPOINTS=${CHECKPOINTS:-all} REFERENCE=${REFERENCE} N=${N:-as the reference} OUT=${OUT}" \
      "SWEEP_GROUPS=${SWEEP_GROUPS:-one per task}"
 
-cosmogan_srun sweep --runs "${RUN_DIRS[@]}" --reference "${REFERENCE}" --n "${N}" --out "${OUT}" \
+cosmogan_srun sweep --runs "${RUN_DIRS[@]}" --reference "${REFERENCE}" ${N:+--n "${N}"} --out "${OUT}" \
     --checkpoints "${CHECKPOINTS:-all}" ${SWEEP_GROUPS:+--groups "${SWEEP_GROUPS}"} \
     ${STATS_CACHE:+--stats-cache "${STATS_CACHE}"} --quiet "$@"
 exit $?

@@ -25,7 +25,7 @@
 #
 # Knobs (environment): RUN (the training run), CHECKPOINT (last, best, or a path; default:
 # best when the run kept one), REFERENCE (held-out dataset directory, default DATA/test), N
-# (maps to generate; default: as many as REFERENCE holds), OUT (default RUN/validation),
+# (maps to generate; default: as many as REFERENCE holds, per cosmology for a conditional run), OUT (default RUN/validation),
 # STATS_CACHE (where reference statistics are kept and reused; default OUT/stats),
 # NOISE_FLOOR (a second held-out sample, e.g. DATA/validation: every figure beside what two
 # samples of the simulations give; default none), PYTHON
@@ -53,19 +53,10 @@ RUN="${RUN:-${COSMOGAN_ROOT}/runs/cosmogan-train}"
 DATA="${DATA:-${COSMOGAN_ROOT}/data/quickstart}"
 REFERENCE="${REFERENCE:-${DATA}/test}"
 OUT="${OUT:-${RUN}/validation}"
-if [ -z "${N:-}" ]; then
-    if [ -f "${REFERENCE}/manifest.json" ]; then  # the dataset's own n_maps (the first one listed)
-        N=$(sed -n 's/^ *"n_maps": *\([0-9][0-9]*\).*/\1/p' "${REFERENCE}/manifest.json" | head -n 1)
-    fi
-    if [ -z "${N:-}" ]; then
-        echo "cosmogan: error: set N (maps to generate): REFERENCE=${REFERENCE} is not a dataset directory" >&2
-        exit 1
-    fi
-fi
 echo "cosmogan: job ${SLURM_JOB_ID:-?} on ${SLURM_JOB_NODELIST:-?}: ${SLURM_NTASKS:-?} tasks," \
-     "RUN=${RUN} CHECKPOINT=${CHECKPOINT:-default} REFERENCE=${REFERENCE} N=${N} OUT=${OUT}"
+     "RUN=${RUN} CHECKPOINT=${CHECKPOINT:-default} REFERENCE=${REFERENCE} N=${N:-as the reference} OUT=${OUT}"
 
-cosmogan_srun validate --run "${RUN}" --reference "${REFERENCE}" --n "${N}" --out "${OUT}" \
+cosmogan_srun validate --run "${RUN}" --reference "${REFERENCE}" ${N:+--n "${N}"} --out "${OUT}" \
     ${CHECKPOINT:+--checkpoint "${CHECKPOINT}"} ${STATS_CACHE:+--stats-cache "${STATS_CACHE}"} \
     ${NOISE_FLOOR:+--noise-floor "${NOISE_FLOOR}"} --quiet "$@"
 exit $?

@@ -43,13 +43,14 @@ from pipeline.validate.summary import RunInfo, ValidationSummary
 from pipeline.validate.sweep_items import (SweepItem, parse_selectors, pick_checkpoints, reference_cosmologies,
                                            run_labels)
 from pipeline.validate.sweep_table import ItemResult
-from pipeline.validate.validate import check_geometry, check_writable, reference_table_path, stage_config
+from pipeline.validate.validate import (check_geometry, check_writable, maps_like_the_reference, reference_table_path,
+                                        stage_config)
 from pipeline.validate.verdicts import judge
 
 RESULT_NAME = "result.json"
 
 
-def sweep(runs: list[str | Path], reference: str | Path, n_maps: int, out_dir: str | Path,
+def sweep(runs: list[str | Path], reference: str | Path, n_maps: int | None, out_dir: str | Path,
           checkpoints: str = "all", groups: int | None = None, config_path=None, overrides=(),
           stats_cache=None, full_reports: bool = False, keep_maps: bool = False,
           progress: bool = True) -> list[ItemResult]:
@@ -70,6 +71,8 @@ def sweep(runs: list[str | Path], reference: str | Path, n_maps: int, out_dir: s
             raise DataError(f"{reference}: its maps carry no parameters, but {emulator.source} is conditional on "
                             f"{', '.join(emulator.param_names)}")
     cfg = stage_config(first[0].config, config_path, overrides, stage="sweep")
+    if n_maps is None:  # as many as the reference holds (per cosmology), for the first run
+        n_maps = maps_like_the_reference(first[0], reference, ref_manifest)
     n_groups = groups or comm.size
     if not 1 <= n_groups <= comm.size:
         raise DataError(f"--groups {n_groups}: must be between 1 and the number of ranks ({comm.size})")

@@ -22,11 +22,14 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
+
 from pipeline.config import Config, with_sections
 from pipeline.data.format import read_manifest, remove_temporaries
 from pipeline.emulator import Emulator
 from pipeline.errors import DataError, os_error_text
 from pipeline.locking import output_lock
+from pipeline.models.conditioning import distinct_rows
 from pipeline.parallel.comm import from_rank0, rank_local_work, world
 from pipeline.stats.compare import compare_tables, write_summary
 from pipeline.stats.fanout import compute_stats
@@ -43,7 +46,7 @@ def stage_config(run_config: Config, config_path=None, overrides=(), stage: str 
     return with_sections(run_config, STAGE_SECTIONS, config_path, overrides, what=stage)
 
 
-def validate(run_dir: str | Path, reference: str | Path, n_maps: int, out_dir: str | Path,
+def validate(run_dir: str | Path, reference: str | Path, n_maps: int | None, out_dir: str | Path,
              checkpoint: str | None = None, config_path: str | Path | None = None, overrides=(),
              stats_cache: str | Path | None = None, progress: bool = True,
              noise_floor: str | Path | None = None, cosmology_reports: bool = False):
@@ -73,6 +76,8 @@ def validate(run_dir: str | Path, reference: str | Path, n_maps: int, out_dir: s
     emulator = Emulator.from_checkpoint(read_checkpoint(resolve_checkpoint(run_dir, checkpoint)))
     cfg = stage_config(emulator.config, config_path, overrides)
     check_geometry(emulator, reference, ref_manifest)
+    if n_maps is None:
+        n_maps = maps_like_the_reference(emulator, reference, ref_manifest)
     if n_maps < 2:
         raise DataError(f"--n {n_maps}: the statistics' distributions need at least 2 generated maps")
     if n_maps < comm.size:
@@ -142,6 +147,21 @@ def generate_and_measure(emulator: Emulator, cfg: Config, run_dir: Path, referen
     gen_table = out / "stats" / "generated.h5"
     compute_stats(out / "generated", gen_table, cfg.stats, like=ref_table, progress=progress)
     return cache, ref_table, gen_table
+
+
+def maps_like_the_reference(emulator: Emulator, reference: Path, ref_manifest) -> int:
+    """The default --n: as many maps as the reference holds, per cosmology for a conditional
+    run (the most any of its cosmologies has), so each comparison is as large a side."""
+    if not emulator.support.conditional or not ref_manifest.param_names:
+        return ref_manifest.n_maps
+    from pipeline.data.loader import MapDataset
+
+    data = MapDataset(reference)
+    try:
+        _, which = distinct_rows(emulator.support.select(ref_manifest.param_names, data.all_params(), str(reference)))
+    finally:
+        data.close()
+    return int(np.bincount(which).max())
 
 
 def check_geometry(emulator: Emulator, reference: Path, ref_manifest) -> None:

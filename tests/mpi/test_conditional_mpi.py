@@ -231,3 +231,15 @@ def test_a_killed_conditional_run_resumes_exactly(cond_data, tmp_path):
     a, b = last_checkpoint(run), last_checkpoint(tmp_path / "whole")
     assert a.step == b.step == 24 and a.support == b.support
     assert_same_state(a.parts, b.parts)
+
+
+def test_validate_generates_as_many_as_the_reference_holds_per_cosmology_by_default(cond_run, cond_data,
+                                                                                      trained_tiny, tiny_data,
+                                                                                      tmp_path):
+    run_main("validate", "--run", cond_run, "--reference", cond_data / "test", "--out", tmp_path / "c", "--quiet",
+             *LOOSE, check=False)
+    d = json.loads((tmp_path / "c" / "summary.json").read_text())
+    assert d["n_per_cosmology"] == 16 and len(d["cosmologies"]) == 7  # 112 test maps over 7 cosmologies
+    run_main("validate", "--run", trained_tiny, "--reference", tiny_data / "test", "--out", tmp_path / "u",
+             "--quiet", *LENIENT, check=True)
+    assert json.loads((tmp_path / "u" / "summary.json").read_text())["n_candidate"] == 32
