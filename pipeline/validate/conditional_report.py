@@ -107,9 +107,16 @@ def headline(summary: ConditionalSummary) -> tuple[str, str, list[str]]:
         return "pass", "PASS: every cosmology inside the support meets every criterion", lines
     failing = [r for r in summary.results if r.category != "extrapolated"
                and not (r.mean_passed and r.distribution_passed)]
-    return "fail", (f"FAIL: {len(failing)} of {sum(r.category != 'extrapolated' for r in summary.results)} "
-                    "cosmologies inside the support miss a criterion, or the emulator does not interpolate or "
-                    "respond as the physical model does (below)"), lines
+    parts = []
+    if failing:
+        parts.append(f"{len(failing)} of {sum(r.category != 'extrapolated' for r in summary.results)} cosmologies "
+                     "inside the support miss a criterion")
+    if summary.interpolation_passed is False:
+        parts.append("the emulator does not interpolate at every held-out cosmology")
+    bad = [x.parameter for x in summary.responses if not x.passed]
+    if bad:
+        parts.append(f"its response to {', '.join(bad)} differs from the physical model's")
+    return "fail", "FAIL: " + "; ".join(parts) + " (below)", lines
 
 
 def _point(summary: ConditionalSummary, p) -> str:
