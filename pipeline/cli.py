@@ -35,7 +35,8 @@ def _make_data(args) -> None:
                   f"{len(m.shards)} shards")
 
 
-def _import(args, maps, source_key=None) -> None:
+def _import(args, maps, source_key=None, source_path=None, side_angle_deg=None) -> None:
+    """source_path and side_angle_deg (degrees) default to args.file and args.side_angle_deg."""
     from pipeline.data.importers import import_maps, load_npy
 
     params, names = None, [n for n in (args.param_names or "").split(",") if n]
@@ -43,9 +44,10 @@ def _import(args, maps, source_key=None) -> None:
         params = load_npy(args.params)
     elif names:
         raise PipelineError("--param-names given without --params")
-    m = import_maps(maps, args.out, args.side_angle_deg, args.file, source_key=source_key,
-                    shard_size=args.shard_size, params=params, param_names=names,
-                    progress=not args.quiet, params_path=args.params)
+    side = args.side_angle_deg if side_angle_deg is None else side_angle_deg
+    source = args.file if source_path is None else source_path
+    m = import_maps(maps, args.out, side, source, source_key=source_key, shard_size=args.shard_size,
+                    params=params, param_names=names, progress=not args.quiet, params_path=args.params)
     print(f"{args.out}: {m.n_maps} maps {m.map_shape[0]}x{m.map_shape[1]}, {len(m.shards)} shards")
 
 
@@ -63,6 +65,18 @@ def _import_h5(args) -> None:
     f, maps = open_h5_maps(args.file, args.key)
     with f:
         _import(args, maps, source_key=args.key)
+
+
+@one_process
+def _import_fits(args) -> None:
+    from pipeline.data.fits import read_fits_maps, stack_fits_maps
+
+    hdu = int(args.hdu) if args.hdu is not None and args.hdu.isdigit() else args.hdu
+    items = [read_fits_maps(f, hdu) for f in args.files]
+    maps, side = stack_fits_maps(items, args.side_angle_deg)
+    used = sorted({it.hdu for it in items})
+    _import(args, maps, source_key=f"HDU {'/'.join(map(str, used))}", source_path=list(args.files),
+            side_angle_deg=side)
 
 
 @one_process
@@ -238,6 +252,19 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--param-names", help="comma-separated names of the P parameters")
         s.add_argument("--quiet", action="store_true", help="no progress bar")
         s.set_defaults(func=func)
+
+    s = sub.add_parser("import-fits", help="stream FITS images of maps (2-D maps or 3-D cubes (n,H,W), e.g. "
+                                           "LensTools ConvergenceMap files) into a dataset")
+    s.add_argument("files", nargs="+", metavar="FILE", help="FITS files; their maps are concatenated in this order")
+    s.add_argument("--out", required=True, help="new dataset directory")
+    s.add_argument("--hdu", help="HDU index or EXTNAME (default: the first HDU holding an image)")
+    s.add_argument("--side-angle-deg", type=float,
+                   help="field side in degrees (default: the header keyword ANGLE, in degrees)")
+    s.add_argument("--shard-size", type=int, default=256, help="maps per shard (default 256)")
+    s.add_argument("--params", help=".npy array (n, P) of per-map parameters")
+    s.add_argument("--param-names", help="comma-separated names of the P parameters")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=_import_fits)
 
     s = sub.add_parser("train", help="train the DCGAN on a dataset; resumes when the run holds a checkpoint")
     s.add_argument("--config", help="YAML config (default when resuming: RUN/config.yaml)")

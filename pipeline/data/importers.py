@@ -90,19 +90,22 @@ class _Squeezed:
         return np.take(self._arr[s], 0, axis=self._axis)
 
 
-def import_maps(maps, out_dir: str | Path, side_angle_deg: float, source_path: str | Path,
+def import_maps(maps, out_dir: str | Path, side_angle_deg: float, source_path: str | Path | list[str | Path],
                 source_key: str | None = None, shard_size: int = 256, params=None, param_names: list[str] | None = None,
                 progress: bool = True, params_path: str | Path | None = None) -> Manifest:
     """Stream ``maps`` (n, H, W) into a dataset at out_dir; ``params`` (n, P) is optional.
 
-    side_angle_deg: the field's side in degrees. Maps are stored as float32 kappa; values
-    are not transformed. The shards are written into a hidden sibling ``.NAME.import``,
-    which is renamed to out_dir when every map and parameter was found finite. A bad value
-    removes it (nothing is left); a killed import leaves it, and the same command run
-    again keeps its complete shards and writes only the rest.
+    source_path: the file the maps come from, or a list of files whose maps were
+    concatenated in that order (provenance then lists them). side_angle_deg: the field's
+    side in degrees. Maps are stored as float32 kappa; values are not transformed. The
+    shards are written into a hidden sibling ``.NAME.import``, which is renamed to out_dir
+    when every map and parameter was found finite. A bad value removes it (nothing is
+    left); a killed import leaves it, and the same command run again keeps its complete
+    shards and writes only the rest.
     """
     out = Path(out_dir)
-    source = f"{source_path}:{source_key}" if source_key else str(source_path)
+    source = _source_text(source_path)
+    source = f"{source}:{source_key}" if source_key else source
     if not (math.isfinite(side_angle_deg) and side_angle_deg > 0):
         raise DataError(f"--side-angle-deg must be a positive number of degrees, got {side_angle_deg}")
     if shard_size <= 0:
@@ -118,7 +121,7 @@ def import_maps(maps, out_dir: str | Path, side_angle_deg: float, source_path: s
         if params.ndim != 2 or params.shape[0] != n or params.shape[1] != len(param_names):
             raise DataError(f"{source}: params have shape {tuple(params.shape)}, expected "
                             f"({n}, {len(param_names)}) to match the maps and --param-names")
-    recipe = {"source": _describe(source_path), "source_key": source_key, "shard_size": shard_size,
+    recipe = {"source": _describe_sources(source_path), "source_key": source_key, "shard_size": shard_size,
               "side_angle_deg": float(side_angle_deg), "param_names": param_names,
               "params": _describe(params_path) if params_path is not None else None}
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
@@ -144,7 +147,8 @@ def _import(maps, out: Path, source: str, source_path, source_key, side_angle_de
     done = _resumable_shards(tmp, digest)
     try:
         shards = []
-        with tqdm(total=n, desc=f"import {Path(source_path).name}", unit="map", disable=not progress) as bar:
+        with tqdm(total=n, desc=f"import {Path(_source_text(source_path)).name}", unit="map",
+                  disable=not progress) as bar:
             for k, first in enumerate(range(0, n, shard_size)):
                 count = min(shard_size, n - first)
                 if k in done:  # complete from a killed run of the same import
@@ -172,7 +176,7 @@ def _import(maps, out: Path, source: str, source_path, source_key, side_angle_de
                     shards.append(wr.commit())
         manifest = Manifest(n_maps=n, map_shape=(h, w), side_angle_deg=float(side_angle_deg),
                             param_names=param_names, shards=shards,
-                            provenance={"generator": "import", "source": _describe(source_path),
+                            provenance={"generator": "import", "source": _describe_sources(source_path),
                                         "source_key": source_key, "recipe_digest": digest,
                                         "pipeline_version": __version__})
         write_manifest(tmp, manifest)
@@ -219,6 +223,21 @@ def _complete_shard(path: Path, digest: str) -> ShardInfo | None:
     except (OSError, KeyError, IndexError):
         return None
     return ShardInfo(path.name, first, count, file_sha256(path))
+
+
+def _source_text(source_path) -> str:
+    """The source for messages and shard attributes: the file, or the first of a list and a count."""
+    if isinstance(source_path, (str, Path)):
+        return str(source_path)
+    paths = [str(p) for p in source_path]
+    return paths[0] + (f" (+{len(paths) - 1} more files)" if len(paths) > 1 else "")
+
+
+def _describe_sources(source_path) -> dict | list[dict]:
+    """_describe of the source file, or a list of them for a list of files."""
+    if isinstance(source_path, (str, Path)):
+        return _describe(source_path)
+    return [_describe(p) for p in source_path]
 
 
 def _describe(path: str | Path) -> dict:
