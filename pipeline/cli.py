@@ -67,12 +67,16 @@ def _import_h5(args) -> None:
         _import(args, maps, source_key=args.key)
 
 
+def _hdu(text: str | None):
+    """--hdu: an index when it is digits, else an EXTNAME."""
+    return int(text) if text is not None and text.isdigit() else text
+
+
 @one_process
 def _import_fits(args) -> None:
     from pipeline.data.fits import read_fits_maps, stack_fits_maps
 
-    hdu = int(args.hdu) if args.hdu is not None and args.hdu.isdigit() else args.hdu
-    items = [read_fits_maps(f, hdu) for f in args.files]
+    items = [read_fits_maps(f, _hdu(args.hdu)) for f in args.files]
     maps, side = stack_fits_maps(items, args.side_angle_deg)
     used = sorted({it.hdu for it in items})
     _import(args, maps, source_key=f"HDU {'/'.join(map(str, used))}", source_path=list(args.files),
@@ -224,6 +228,27 @@ def _sweep(args) -> None:
               f"table: {Path(args.out) / 'sweep.csv'}; report: {Path(args.out) / 'index.html'}")
 
 
+def _infer(args) -> None:
+    from pipeline.infer.infer import SIMULATORS, infer
+
+    flags = {"statistics": args.statistics and f"[{args.statistics}]", "n_sim": args.n_sim, "n_cov": args.n_cov,
+             "grid": args.grid, "sampler": args.sampler, "likelihood": args.likelihood}
+    overrides = list(args.set) + [f"infer.{k}={v}" for k, v in flags.items() if v is not None]
+    sims = SIMULATORS if args.simulator == "both" else (args.simulator,)
+    result = infer(args.emulator, args.observed, args.out, args.checkpoint, args.config, overrides, sims,
+                   args.select, args.n_obs, _hdu(args.hdu), args.side_angle_deg, args.device,
+                   progress=not args.quiet)
+    if result is None:
+        return
+    for name, p in result.posteriors.items():
+        s = p.summary
+        text = ", ".join(f"{n} = {m:.4f} +- {sd:.4f}" for n, m, sd in zip(s.names, s.mean, s.std))
+        if s.truth is not None:
+            text += " (truth " + ", ".join(f"{t:.4f}" for t in s.truth) + ")"
+        print(f"infer: {name}: {text}")
+    print(f"infer: report: {Path(args.out) / 'index.html'}")
+
+
 def _overrides_and_quiet(s: argparse.ArgumentParser, what: str) -> None:
     s.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help=what)
     s.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -325,6 +350,34 @@ def build_parser() -> argparse.ArgumentParser:
                                     "run's for every item (other sections ignored)")
     _overrides_and_quiet(s, "override a stats/validation/generate value for every item")
     s.set_defaults(func=_sweep)
+
+    s = sub.add_parser("infer", help="the posterior of a conditional run's parameters given observed maps")
+    s.add_argument("--emulator", "--run", dest="emulator", required=True, help="run directory (conditional)")
+    s.add_argument("--observed", required=True,
+                   help="the survey: a dataset directory, a .npy or a FITS file of maps of the run's geometry")
+    s.add_argument("--out", required=True, help="output directory (posterior, summary.json, report)")
+    s.add_argument("--checkpoint", default="best", help="best (default), last, or a checkpoint path")
+    s.add_argument("--statistics", help="comma-separated, of power_spectrum, peaks, V0, V1, V2, pdf "
+                                        "(default infer.statistics: power_spectrum,peaks,V0,V1,V2)")
+    s.add_argument("--n-sim", type=int, help="maps per grid point for the mean (default infer.n_sim, 128)")
+    s.add_argument("--n-cov", type=int, help="maps at the fiducial point for the covariance (default 1024)")
+    s.add_argument("--grid", type=int, help="grid points per parameter (default 41)")
+    s.add_argument("--sampler", choices=("grid", "emcee"), help="posterior on the refined grid (default) or by emcee")
+    s.add_argument("--likelihood", choices=("t", "hartlap"), help="Sellentin-Heavens t (default) or Hartlap-Gaussian")
+    s.add_argument("--simulator", choices=("emulator", "physics", "both"), default="emulator",
+                   help="whose maps make the likelihood: the emulator (default), the physical model "
+                        "(the baseline), or both, overlaid")
+    s.add_argument("--select", help="a dataset of many cosmologies: the maps of this one, e.g. "
+                                    "Omega_m=0.325,sigma_8=0.75")
+    s.add_argument("--n-obs", type=int, help="use the first N observed maps (default: all)")
+    s.add_argument("--hdu", help="FITS: the HDU index or EXTNAME (default: the first image)")
+    s.add_argument("--side-angle-deg", type=float,
+                   help="the observed field's side in degrees, for a .npy (checked against a FITS ANGLE)")
+    s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where the emulator runs (auto: a GPU per local rank when there is one)")
+    s.add_argument("--config", help="YAML whose stats, infer and generate sections override the run's")
+    _overrides_and_quiet(s, "override a stats/infer value, e.g. infer.ranges=Omega_m=0.25:0.35")
+    s.set_defaults(func=_infer)
 
     s = sub.add_parser("stats", help="compute every statistic of every map of a dataset (MPI fan-out)")
     s.add_argument("data", help="dataset directory")

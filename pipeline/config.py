@@ -517,6 +517,67 @@ class ValidationConfig:
             raise ConfigError(f"{where}.spread_min_mean_frac: must be in [0, 1), got {self.spread_min_mean_frac}")
 
 
+INFER_STATISTICS = ("power_spectrum", "peaks", "V0", "V1", "V2", "pdf")
+
+
+@dataclass
+class InferConfig:
+    """`cosmogan infer`: a Gaussian likelihood of map statistics with the emulator as the
+    simulator (docs/inference.md).
+
+    statistics: the summary statistics, concatenated (of INFER_STATISTICS); the power
+    spectrum in the stats section's ell bins, the threshold statistics at n_thresholds bins
+    from stats.threshold_min to threshold_max in units of the pixel standard deviation of
+    the emulator's maps at the fiducial cosmology (fixed kappa thresholds, the same for every
+    cosmology, survey and simulator). grid: points per parameter of the simulation grid over
+    the support (or over ``ranges``, "Omega_m=0.25:0.35,..."); n_sim: maps per grid point
+    for the mean (the same latent draws at every point, so the mean is smooth in the
+    parameters); n_cov: maps at the fiducial cosmology ("centre" of the support, or
+    "Omega_m=0.3,sigma_8=0.8") for the covariance; refine: the posterior is evaluated on a
+    grid `refine` times finer, the means interpolated by a cubic spline; likelihood: "t"
+    (Sellentin & Heavens 2016) or "hartlap" (Gaussian, inverse covariance debiased by
+    Hartlap et al. 2007); sampler: "grid" or "emcee" (on the interpolated mean) with
+    walkers, steps and burn.
+    """
+
+    statistics: list[str] = dataclasses.field(default_factory=lambda: ["power_spectrum", "peaks", "V0", "V1", "V2"])
+    n_thresholds: int = 10
+    grid: int = 41
+    ranges: str = ""
+    n_sim: int = 128
+    n_cov: int = 1024
+    fiducial: str = "centre"
+    refine: int = 4
+    likelihood: Literal["t", "hartlap"] = "t"
+    sampler: Literal["grid", "emcee"] = "grid"
+    walkers: int = 32
+    steps: int = 3000
+    burn: int = 1000
+    seed: int = 0
+    batch_size: int = 256
+
+    def validate(self, where: str) -> None:
+        bad = [s for s in self.statistics if s not in INFER_STATISTICS]
+        if bad or not self.statistics:
+            raise ConfigError(f"{where}.statistics: expected some of {', '.join(INFER_STATISTICS)}, got "
+                              f"{', '.join(map(str, self.statistics)) or 'none'}")
+        if len(set(self.statistics)) != len(self.statistics):
+            raise ConfigError(f"{where}.statistics: {', '.join(self.statistics)} names one twice")
+        for name in ("n_thresholds", "n_sim", "refine", "walkers", "steps", "batch_size"):
+            _positive(getattr(self, name), f"{where}.{name}")
+        _non_negative(self.burn, f"{where}.burn")
+        _non_negative(self.seed, f"{where}.seed")
+        if self.grid < 4:
+            raise ConfigError(f"{where}.grid: a cubic spline needs at least 4 points per parameter, got {self.grid}")
+        if self.n_cov < 3:
+            raise ConfigError(f"{where}.n_cov: a covariance needs at least 3 maps, got {self.n_cov}")
+        if self.burn >= self.steps:
+            raise ConfigError(f"{where}.burn: {self.burn} leaves no samples of {self.steps} steps")
+        if self.sampler == "emcee" and self.walkers < 4:
+            raise ConfigError(f"{where}.walkers: emcee needs at least 4 walkers (twice the parameters), "
+                              f"got {self.walkers}")
+
+
 @dataclass
 class Config:
     physics: PhysicsConfig = dataclasses.field(default_factory=PhysicsConfig)
@@ -529,6 +590,7 @@ class Config:
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     generate: GenerateConfig = dataclasses.field(default_factory=GenerateConfig)
     validation: ValidationConfig = dataclasses.field(default_factory=ValidationConfig)
+    infer: InferConfig = dataclasses.field(default_factory=InferConfig)
 
     def validate(self) -> "Config":
         for f in dataclasses.fields(self):

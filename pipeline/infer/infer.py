@@ -1,0 +1,239 @@
+"""`cosmogan infer`: the posterior of a conditional run's parameters given observed maps.
+
+    observed maps --(statistics)--> x, the survey's mean data vector
+    emulator at every grid point --(n_sim maps)--> mu(theta); at the fiducial point
+      --(n_cov maps)--> C
+    ln L(theta) = Gaussian (t or Hartlap) of x - mu(theta) with C (1/n_obs + 1/n_sim)
+    posterior = L x flat prior over the grid's box, on a refined grid or by emcee
+
+OUT holds simulations-<simulator>.h5 (reused by a rerun and resumed after a kill),
+posterior.h5, summary.json, contours.png and index.html. ``--simulator physics`` puts the
+physical model's maps where the emulator's were, for a baseline on the same observed maps;
+``both`` does the two and overlays them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from pipeline.config import Config, with_sections
+from pipeline.data.format import atomic_write_bytes, file_sha256, hdf5_write, atomic_path
+from pipeline.emulator import Emulator
+from pipeline.errors import DataError
+from pipeline.infer.likelihood import Likelihood
+from pipeline.infer.observed import Observed, check_geometry, load_observed
+from pipeline.infer.posterior import (LikelihoodSurface, PosteriorSummary, grid_summary, sample_emcee,
+                                      samples_summary)
+from pipeline.infer.simulations import COV_CHUNK, GridAxes, SimulationTable, simulation_table
+from pipeline.infer.simulators import EmulatorSimulator, PhysicsSimulator
+from pipeline.infer.summaries import SummarySpec
+from pipeline.locking import output_lock
+from pipeline.models.conditioning import ParamSupport
+from pipeline.parallel.comm import from_rank0, rank_local_work, world
+
+STAGE_SECTIONS = ("stats", "infer", "generate")
+SIMULATORS = ("emulator", "physics")
+
+
+@dataclass
+class Posterior:
+    """One simulator's posterior: its summary and what the figure draws (the fine grid's
+    axes and log posterior; emcee's samples when it sampled)."""
+
+    summary: PosteriorSummary
+    axes: tuple[np.ndarray, ...]
+    log_post: np.ndarray
+    samples: np.ndarray | None = None
+
+
+@dataclass
+class InferenceResult:
+    posteriors: dict[str, Posterior]
+    observed: Observed
+    likelihood: dict
+    out: Path
+
+
+def resolve_device(device: str) -> str:
+    """auto: this rank's GPU when there is one (one per local rank), else the CPU."""
+    import torch
+
+    if device == "cpu" or (device == "auto" and not torch.cuda.is_available()):
+        return "cpu"
+    if not torch.cuda.is_available():
+        raise DataError("--device cuda: no CUDA device is visible")
+    from pipeline.parallel.launch import discover
+
+    return f"cuda:{discover().local_rank % torch.cuda.device_count()}"
+
+
+def grid_axes(support: ParamSupport, ranges: str, n: int) -> GridAxes:
+    """The grid over the support, or over ``ranges`` ("Omega_m=0.25:0.35,..."; unnamed
+    parameters keep their support), refused outside the support."""
+    low, high = list(support.low), list(support.high)
+    for item in [t.strip() for t in ranges.split(",") if t.strip()]:
+        name, _, span = item.partition("=")
+        name = name.strip()
+        if name not in support.names:
+            raise DataError(f"infer.ranges: unknown parameter {name!r}; this run takes {', '.join(support.names)}")
+        try:
+            lo, hi = (float(v) for v in span.split(":"))
+        except ValueError:
+            raise DataError(f"infer.ranges: {item!r} is not NAME=LOW:HIGH") from None
+        j = support.names.index(name)
+        if not lo < hi:
+            raise DataError(f"infer.ranges: {name} range {lo:g}:{hi:g} is empty")
+        if lo < support.low[j] or hi > support.high[j]:
+            raise DataError(f"infer.ranges: {name} = {lo:g}:{hi:g} reaches outside the training support "
+                            f"[{support.low[j]:g}, {support.high[j]:g}], where the emulator is not trained")
+        low[j], high[j] = lo, hi
+    return GridAxes.spanning(support.names, low, high, n)
+
+
+def fiducial_point(support: ParamSupport, text: str) -> np.ndarray:
+    if text == "centre":
+        return (np.array(support.low) + np.array(support.high)) / 2
+    p = support.parse(text, "infer.fiducial")
+    support.check(p[None], False, "infer.fiducial")
+    return p
+
+
+def infer(run_dir, observed_path, out_dir, checkpoint: str = "best", config_path=None, overrides=(),
+          simulators: tuple[str, ...] = ("emulator",), select: str | None = None, n_obs: int | None = None,
+          hdu=None, side_angle_deg: float | None = None, device: str = "auto",
+          progress: bool = True) -> InferenceResult | None:
+    """Write the posterior to out_dir; rank 0 returns it (the others None)."""
+    comm = world()
+    out = Path(out_dir)
+    emulator = Emulator.load(run_dir, checkpoint, device=resolve_device(device))
+    cfg = with_sections(emulator.config, STAGE_SECTIONS, config_path, overrides, what="infer")
+    emu_sim = EmulatorSimulator(emulator, cfg.infer.batch_size)
+    support = emulator.support
+    chosen = None if select is None else support.parse(select, "--select")
+    observed = load_observed(observed_path, support.names, chosen, n_obs, hdu, side_angle_deg)
+    check_geometry(observed, emulator.map_size, emulator.side_angle_deg)
+    axes = grid_axes(support, cfg.infer.ranges, cfg.infer.grid)
+    fiducial = fiducial_point(support, cfg.infer.fiducial)
+    sims = {"emulator": emu_sim} if "emulator" in simulators else {}
+    if "physics" in simulators:
+        sims["physics"] = physics_simulator(cfg, emulator)
+    d = SummarySpec.from_config(cfg, emulator.map_size, emulator.side_angle_deg, 1.0).size
+    if cfg.infer.n_cov < d + 3:
+        raise DataError(f"infer.n_cov: {cfg.infer.n_cov} fiducial maps for a data vector of {d} components; the "
+                        f"covariance needs more than d + 2 (set infer.n_cov >= {d + 3}, or use fewer statistics or "
+                        "bins)")
+    from pipeline.validate.validate import check_writable
+
+    check_writable(out)
+    with output_lock(out, "infer", comm.rank == 0, from_rank0):
+        spec = summary_spec(cfg, emulator, emu_sim, fiducial)
+        tables = {name: simulation_table(sim, spec, axes, fiducial, cfg.infer.n_sim, cfg.infer.n_cov,
+                                         cfg.infer.seed, out / f"simulations-{name}.h5",
+                                         table_recipe(cfg, emulator, name, spec, axes, fiducial), progress)
+                  for name, sim in sims.items()}
+        result = None
+        if comm.rank == 0:
+            with rank_local_work(f"{out}: inference"):
+                result = posterior_of(observed, tables, cfg, out)
+                write_outputs(result, emulator, cfg)
+        comm.barrier()  # the others wait for rank 0's posterior before the lock is released
+    return result
+
+
+def physics_simulator(cfg: Config, emulator: Emulator) -> PhysicsSimulator:
+    sim = PhysicsSimulator(cfg, emulator.param_names)
+    if (sim.map_size, sim.side_angle_deg) != (emulator.map_size, emulator.side_angle_deg):
+        raise DataError(f"--simulator physics: the run's physics section makes {sim.map_size}-pixel maps of "
+                        f"{sim.side_angle_deg:g} deg; the emulator's are {emulator.map_size} pixels, "
+                        f"{emulator.side_angle_deg:g} deg")
+    return sim
+
+
+def summary_spec(cfg: Config, emulator: Emulator, emu_sim: EmulatorSimulator, fiducial: np.ndarray) -> SummarySpec:
+    """The data vector's bins; thresholds scaled by the pixel sigma of the emulator's first
+    COV_CHUNK fiducial maps (rank 0's, shared: every simulator uses the same bins)."""
+    sigma = None
+    if world().rank == 0:
+        with rank_local_work("infer: the fiducial maps' sigma"):
+            maps = emu_sim.maps(fiducial, min(COV_CHUNK, cfg.infer.n_cov), cfg.infer.seed, cfg.infer.n_sim)
+            sigma = float(maps.astype(np.float64).std())
+    sigma = from_rank0(sigma)
+    return SummarySpec.from_config(cfg, emulator.map_size, emulator.side_angle_deg, sigma)
+
+
+def table_recipe(cfg: Config, emulator: Emulator, simulator: str, spec: SummarySpec, axes: GridAxes,
+                 fiducial: np.ndarray) -> str:
+    import hashlib
+
+    source = (file_sha256(emulator.source) if simulator == "emulator"
+              else emulator.config.digest("physics", "cosmology"))
+    recipe = {"simulator": simulator, "source": source, "spec": spec.digest(), "axes": [list(v) for v in axes.values],
+              "names": list(axes.names), "fiducial": [float(v) for v in fiducial], "n_sim": cfg.infer.n_sim,
+              "n_cov": cfg.infer.n_cov, "seed": cfg.infer.seed, "batch_size": cfg.infer.batch_size}
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
+
+
+def posterior_of(observed: Observed, tables: dict[str, SimulationTable], cfg: Config, out: Path) -> InferenceResult:
+    ic = cfg.infer
+    posteriors, info = {}, {}
+    for name, table in tables.items():
+        like = Likelihood.from_vectors(table.fiducial_vectors, table.n_sim, ic.likelihood, f"{out}: {name}")
+        surface = LikelihoodSurface(table.axes.values, table.means, like, ic.refine)
+        x = table.spec.measure(observed.maps).mean(axis=0)
+        lp = surface.log_posterior(x, observed.n_obs)
+        summary = grid_summary(surface.axes, lp, table.axes.names, name, observed.n_obs, observed.truth)
+        samples = None
+        if ic.sampler == "emcee":
+            samples, log_prob = sample_emcee(surface, x, observed.n_obs, summary, ic.walkers, ic.steps, ic.burn,
+                                             ic.seed)
+            summary = samples_summary(samples, log_prob, table.axes.names, name, observed.n_obs, surface.axes,
+                                      observed.truth)
+        posteriors[name] = Posterior(summary, surface.axes, lp, samples)
+        info[name] = {"kind": ic.likelihood, "covariance": "fiducial", "fiducial": table.fiducial.tolist(),
+                      "n_cov": table.n_cov, "n_sim": table.n_sim, "components": like.size,
+                      "dropped": [lab for lab, k in zip(table.spec.labels(), like.keep) if not k],
+                      "grid": list(table.axes.shape), "refine": ic.refine}
+    return InferenceResult(posteriors, observed, info, out)
+
+
+def write_outputs(result: InferenceResult, emulator: Emulator, cfg: Config) -> None:
+    from pipeline.infer.report import write_report
+
+    out = result.out
+    nbytes = sum(p.log_post.nbytes + (0 if p.samples is None else p.samples.nbytes) for p in result.posteriors.values())
+    with atomic_path(out / "posterior.h5") as tmp, hdf5_write(tmp, nbytes) as f:
+        for name, p in result.posteriors.items():
+            g = f.create_group(name)
+            for i, a in enumerate(p.axes):
+                g[f"axis_{i}"] = a
+            g["log_posterior"] = p.log_post
+            if p.samples is not None:
+                g["samples"] = p.samples
+            g.attrs["param_names"] = json.dumps(list(p.summary.names))
+    atomic_write_bytes(out / "summary.json", json.dumps(summary_json(result, emulator, cfg), indent=1).encode())
+    write_report(result, emulator)
+
+
+def summary_json(result: InferenceResult, emulator: Emulator, cfg: Config) -> dict:
+    d = {"observed": {"source": result.observed.source, "n_obs": result.observed.n_obs,
+                      "truth": None if result.observed.truth is None else result.observed.truth.tolist()},
+         "run": {"source": str(emulator.source), "step": emulator.step, "weights": emulator.weights},
+         "statistics": list(cfg.infer.statistics), "likelihood": result.likelihood,
+         "posteriors": {k: p.summary.to_json() for k, p in result.posteriors.items()}}
+    if set(result.posteriors) == set(SIMULATORS):
+        e, p = result.posteriors["emulator"].summary, result.posteriors["physics"].summary
+        d["emulator_over_physics"] = {"width_ratio": (e.std / p.std).tolist(),
+                                      "mean_shift_in_sigma": ((e.mean - p.mean) / p.std).tolist()}
+    return d
+
+
+def read_posterior(path: Path) -> dict[str, tuple[tuple[np.ndarray, ...], np.ndarray]]:
+    """posterior.h5 -> {simulator: (axes, log posterior)}."""
+    with h5py.File(path, "r") as f:
+        return {k: (tuple(g[f"axis_{i}"][:] for i in range(len(json.loads(g.attrs["param_names"])))),
+                    g["log_posterior"][:]) for k, g in f.items()}
