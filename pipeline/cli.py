@@ -228,15 +228,24 @@ def _sweep(args) -> None:
               f"table: {Path(args.out) / 'sweep.csv'}; report: {Path(args.out) / 'index.html'}")
 
 
-def _infer(args) -> None:
-    from pipeline.infer.infer import SIMULATORS, infer
-
+def _infer_overrides(args) -> list[str]:
+    """--set items, then the infer flags given (they win)."""
     flags = {"statistics": args.statistics and f"[{args.statistics}]", "n_sim": args.n_sim, "n_cov": args.n_cov,
-             "grid": args.grid, "sampler": args.sampler, "likelihood": args.likelihood}
-    overrides = list(args.set) + [f"infer.{k}={v}" for k, v in flags.items() if v is not None]
-    sims = SIMULATORS if args.simulator == "both" else (args.simulator,)
-    result = infer(args.emulator, args.observed, args.out, args.checkpoint, args.config, overrides, sims,
-                   args.select, args.n_obs, _hdu(args.hdu), args.side_angle_deg, args.device,
+             "grid": args.grid, "likelihood": args.likelihood, "sampler": getattr(args, "sampler", None)}
+    return list(args.set) + [f"infer.{k}={v}" for k, v in flags.items() if v is not None]
+
+
+def _simulators(args) -> tuple[str, ...]:
+    from pipeline.infer.infer import SIMULATORS
+
+    return SIMULATORS if args.simulator == "both" else (args.simulator,)
+
+
+def _infer(args) -> None:
+    from pipeline.infer.infer import infer
+
+    result = infer(args.emulator, args.observed, args.out, args.checkpoint, args.config, _infer_overrides(args),
+                   _simulators(args), args.select, args.n_obs, _hdu(args.hdu), args.side_angle_deg, args.device,
                    progress=not args.quiet)
     if result is None:
         return
@@ -249,9 +258,42 @@ def _infer(args) -> None:
     print(f"infer: report: {Path(args.out) / 'index.html'}")
 
 
+def _infer_calibration(args) -> None:
+    from pipeline.infer.calibration import calibrate
+
+    results = calibrate(args.emulator, args.reference, args.out, args.checkpoint, args.config, _infer_overrides(args),
+                        _simulators(args), args.cosmologies, args.surveys, args.n_obs, args.device,
+                        progress=not args.quiet)
+    if results is None:
+        return
+    for r in results:
+        text = ", ".join(f"bias {b:+.2f} sigma, 68% coverage {c:.2f}" for b, c in zip(r.bias, r.coverage68))
+        if r.width_ratio:
+            text += ", width ratio " + "/".join(f"{w:.2f}" for w in r.width_ratio)
+        print(f"infer-calibration: {r.point} {r.category} {r.simulator}: {text}; "
+              f"{'meets' if r.passed() else 'MISSES'} the targets")
+    print(f"infer-calibration: {Path(args.out) / 'calibration.md'}")
+
 def _overrides_and_quiet(s: argparse.ArgumentParser, what: str) -> None:
     s.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help=what)
     s.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _infer_options(s: argparse.ArgumentParser, default_simulator: str) -> None:
+    s.add_argument("--checkpoint", default="best", help="best (default), last, or a checkpoint path")
+    s.add_argument("--statistics", help="comma-separated, of power_spectrum, peaks, V0, V1, V2, pdf "
+                                        "(default infer.statistics: power_spectrum,peaks,V0,V1,V2)")
+    s.add_argument("--n-sim", type=int, help="maps per grid point for the mean (default infer.n_sim, 128)")
+    s.add_argument("--n-cov", type=int, help="maps at the fiducial point for the covariance (default 1024)")
+    s.add_argument("--grid", type=int, help="grid points per parameter (default 41)")
+    s.add_argument("--likelihood", choices=("t", "hartlap"), help="Sellentin-Heavens t (default) or Hartlap-Gaussian")
+    s.add_argument("--simulator", choices=("emulator", "physics", "both"), default=default_simulator,
+                   help="whose maps make the likelihood: the emulator, the physical model (the baseline), or both "
+                        f"(default {default_simulator})")
+    s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where the emulator runs (auto: a GPU per local rank when there is one)")
+    s.add_argument("--config", help="YAML whose stats, infer and generate sections override the run's")
+    _overrides_and_quiet(s, "override a stats/infer value, e.g. infer.ranges=Omega_m=0.25:0.35")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -356,28 +398,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--observed", required=True,
                    help="the survey: a dataset directory, a .npy or a FITS file of maps of the run's geometry")
     s.add_argument("--out", required=True, help="output directory (posterior, summary.json, report)")
-    s.add_argument("--checkpoint", default="best", help="best (default), last, or a checkpoint path")
-    s.add_argument("--statistics", help="comma-separated, of power_spectrum, peaks, V0, V1, V2, pdf "
-                                        "(default infer.statistics: power_spectrum,peaks,V0,V1,V2)")
-    s.add_argument("--n-sim", type=int, help="maps per grid point for the mean (default infer.n_sim, 128)")
-    s.add_argument("--n-cov", type=int, help="maps at the fiducial point for the covariance (default 1024)")
-    s.add_argument("--grid", type=int, help="grid points per parameter (default 41)")
+    _infer_options(s, default_simulator="emulator")
     s.add_argument("--sampler", choices=("grid", "emcee"), help="posterior on the refined grid (default) or by emcee")
-    s.add_argument("--likelihood", choices=("t", "hartlap"), help="Sellentin-Heavens t (default) or Hartlap-Gaussian")
-    s.add_argument("--simulator", choices=("emulator", "physics", "both"), default="emulator",
-                   help="whose maps make the likelihood: the emulator (default), the physical model "
-                        "(the baseline), or both, overlaid")
     s.add_argument("--select", help="a dataset of many cosmologies: the maps of this one, e.g. "
                                     "Omega_m=0.325,sigma_8=0.75")
     s.add_argument("--n-obs", type=int, help="use the first N observed maps (default: all)")
     s.add_argument("--hdu", help="FITS: the HDU index or EXTNAME (default: the first image)")
     s.add_argument("--side-angle-deg", type=float,
                    help="the observed field's side in degrees, for a .npy (checked against a FITS ANGLE)")
-    s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                   help="where the emulator runs (auto: a GPU per local rank when there is one)")
-    s.add_argument("--config", help="YAML whose stats, infer and generate sections override the run's")
-    _overrides_and_quiet(s, "override a stats/infer value, e.g. infer.ranges=Omega_m=0.25:0.35")
     s.set_defaults(func=_infer)
+
+    s = sub.add_parser("infer-calibration", help="coverage, bias and widths of infer's posteriors over mock surveys "
+                                                 "of a reference dataset's cosmologies")
+    s.add_argument("--emulator", "--run", dest="emulator", required=True, help="run directory (conditional)")
+    s.add_argument("--reference", required=True, help="the physical model's held-out maps, e.g. DATA/test")
+    s.add_argument("--out", required=True, help="output directory (calibration.json, calibration.md)")
+    s.add_argument("--cosmologies", default="held-out",
+                   help="held-out (default), held-out+edge, all, or points 'Omega_m=0.3,sigma_8=0.8;...'")
+    s.add_argument("--surveys", type=int, default=50, help="mock surveys per cosmology (default 50)")
+    s.add_argument("--n-obs", type=int, default=10, help="maps per survey (default 10)")
+    _infer_options(s, default_simulator="both")
+    s.set_defaults(func=_infer_calibration)
 
     s = sub.add_parser("stats", help="compute every statistic of every map of a dataset (MPI fan-out)")
     s.add_argument("data", help="dataset directory")

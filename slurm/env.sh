@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# The environment shim of the batch scripts (slurm/train.sh, make_data.sh, validate.sh).
+# The environment shim of the batch scripts (slurm/train.sh, make_data.sh, validate.sh, sweep.sh, infer.sh).
 # Sourced, never executed; needs COSMOGAN_ROOT (the repository) set by the caller.
 # See docs/slurm.md.
 #

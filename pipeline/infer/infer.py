@@ -103,22 +103,29 @@ def fiducial_point(support: ParamSupport, text: str) -> np.ndarray:
     return p
 
 
-def infer(run_dir, observed_path, out_dir, checkpoint: str = "best", config_path=None, overrides=(),
-          simulators: tuple[str, ...] = ("emulator",), select: str | None = None, n_obs: int | None = None,
-          hdu=None, side_angle_deg: float | None = None, device: str = "auto",
-          progress: bool = True) -> InferenceResult | None:
-    """Write the posterior to out_dir; rank 0 returns it (the others None)."""
-    comm = world()
-    out = Path(out_dir)
+@dataclass
+class Setup:
+    """What an inference or a calibration is run with: the emulator, the resolved config, the
+    simulation grid, the fiducial point and the simulators by name."""
+
+    emulator: Emulator
+    cfg: Config
+    axes: GridAxes
+    fiducial: np.ndarray
+    sims: dict
+
+    @property
+    def support(self) -> ParamSupport:
+        return self.emulator.support
+
+
+def prepare(run_dir, checkpoint: str, config_path, overrides, simulators: tuple[str, ...], device: str) -> Setup:
+    """Load and check everything an inference needs before any work (on every rank alike)."""
     emulator = Emulator.load(run_dir, checkpoint, device=resolve_device(device))
     cfg = with_sections(emulator.config, STAGE_SECTIONS, config_path, overrides, what="infer")
     emu_sim = EmulatorSimulator(emulator, cfg.infer.batch_size)
-    support = emulator.support
-    chosen = None if select is None else support.parse(select, "--select")
-    observed = load_observed(observed_path, support.names, chosen, n_obs, hdu, side_angle_deg)
-    check_geometry(observed, emulator.map_size, emulator.side_angle_deg)
-    axes = grid_axes(support, cfg.infer.ranges, cfg.infer.grid)
-    fiducial = fiducial_point(support, cfg.infer.fiducial)
+    axes = grid_axes(emulator.support, cfg.infer.ranges, cfg.infer.grid)
+    fiducial = fiducial_point(emulator.support, cfg.infer.fiducial)
     sims = {"emulator": emu_sim} if "emulator" in simulators else {}
     if "physics" in simulators:
         sims["physics"] = physics_simulator(cfg, emulator)
@@ -127,20 +134,43 @@ def infer(run_dir, observed_path, out_dir, checkpoint: str = "best", config_path
         raise DataError(f"infer.n_cov: {cfg.infer.n_cov} fiducial maps for a data vector of {d} components; the "
                         f"covariance needs more than d + 2 (set infer.n_cov >= {d + 3}, or use fewer statistics or "
                         "bins)")
+    return Setup(emulator, cfg, axes, fiducial, sims)
+
+
+def simulation_tables(setup: Setup, out: Path, progress: bool) -> dict[str, SimulationTable]:
+    """Every simulator's table in OUT (computed, resumed or reused); the caller holds OUT's lock."""
+    emu_sim = EmulatorSimulator(setup.emulator, setup.cfg.infer.batch_size)
+    spec = summary_spec(setup.cfg, setup.emulator, emu_sim, setup.fiducial)
+    ic = setup.cfg.infer
+    return {name: simulation_table(sim, spec, setup.axes, setup.fiducial, ic.n_sim, ic.n_cov, ic.seed,
+                                   out / f"simulations-{name}.h5",
+                                   table_recipe(setup.cfg, setup.emulator, name, spec, setup.axes, setup.fiducial),
+                                   progress)
+            for name, sim in setup.sims.items()}
+
+
+def infer(run_dir, observed_path, out_dir, checkpoint: str = "best", config_path=None, overrides=(),
+          simulators: tuple[str, ...] = ("emulator",), select: str | None = None, n_obs: int | None = None,
+          hdu=None, side_angle_deg: float | None = None, device: str = "auto",
+          progress: bool = True) -> InferenceResult | None:
+    """Write the posterior to out_dir; rank 0 returns it (the others None)."""
+    comm = world()
+    out = Path(out_dir)
+    setup = prepare(run_dir, checkpoint, config_path, overrides, simulators, device)
+    support = setup.support
+    chosen = None if select is None else support.parse(select, "--select")
+    observed = load_observed(observed_path, support.names, chosen, n_obs, hdu, side_angle_deg)
+    check_geometry(observed, setup.emulator.map_size, setup.emulator.side_angle_deg)
     from pipeline.validate.validate import check_writable
 
     check_writable(out)
     with output_lock(out, "infer", comm.rank == 0, from_rank0):
-        spec = summary_spec(cfg, emulator, emu_sim, fiducial)
-        tables = {name: simulation_table(sim, spec, axes, fiducial, cfg.infer.n_sim, cfg.infer.n_cov,
-                                         cfg.infer.seed, out / f"simulations-{name}.h5",
-                                         table_recipe(cfg, emulator, name, spec, axes, fiducial), progress)
-                  for name, sim in sims.items()}
+        tables = simulation_tables(setup, out, progress)
         result = None
         if comm.rank == 0:
             with rank_local_work(f"{out}: inference"):
-                result = posterior_of(observed, tables, cfg, out)
-                write_outputs(result, emulator, cfg)
+                result = posterior_of(observed, tables, setup.cfg, out)
+                write_outputs(result, setup.emulator, setup.cfg)
         comm.barrier()  # the others wait for rank 0's posterior before the lock is released
     return result
 

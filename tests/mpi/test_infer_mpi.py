@@ -199,3 +199,29 @@ def test_an_unconditional_run_is_refused(trained_tiny, bad_files, tmp_path):
                     *SMALL)
     assert_one_line_error(proc, "unconditional")
     assert not (tmp_path / "o").exists()
+
+
+def test_calibration_over_mock_surveys(cond_run, cond_data, tmp_path):  # noqa: F811
+    out = tmp_path / "cal"
+    proc = run_cli("infer-calibration", "--emulator", cond_run, "--reference", cond_data / "test", "--out", out,
+                   "--surveys", "4", "--n-obs", "4", *SMALL, ranks=2, check=True)
+    doc = json.loads((out / "calibration.json").read_text())
+    assert doc["surveys"] == 4 and doc["n_obs"] == 4
+    # the two held-out cosmologies of the tiny design (the edge one is not asked for), both simulators
+    got = {(tuple(np.round(r["point"], 4)), r["simulator"]) for r in doc["results"]}
+    assert got == {((0.3, 0.75), "emulator"), ((0.3, 0.75), "physics"), ((0.3, 0.85), "emulator"),
+                   ((0.3, 0.85), "physics")}
+    for r in doc["results"]:
+        assert r["category"] == "held-out" and r["n_surveys"] == 4
+        assert all(c in (0, 0.25, 0.5, 0.75, 1) for c in r["coverage68"] + r["coverage95"])
+        assert all(a <= b for a, b in zip(r["coverage68"], r["coverage95"]))
+        assert (r["width_ratio"] is not None) == (r["simulator"] == "emulator") and r["passed"] in (True, False)
+    assert "| Omega_m=0.3,sigma_8=0.75 | held-out | emulator |" in (out / "calibration.md").read_text()
+    assert proc.stdout.count("infer-calibration: [") == 4
+
+
+def test_calibration_needs_enough_maps(cond_run, cond_data, tmp_path):  # noqa: F811
+    proc = run_main("infer-calibration", "--emulator", cond_run, "--reference", cond_data / "test", "--out",
+                    tmp_path / "cal", "--surveys", "5", "--n-obs", "4", *SMALL)
+    assert_one_line_error(proc, "16 maps at Omega_m=0.3,sigma_8=0.75", "fewer than 5 surveys of 4 maps")
+    assert not (tmp_path / "cal").exists()

@@ -1,6 +1,6 @@
 """slurm/*.sh submitted to a real one-node Slurm (conftest.py starts it): the env shim, make-data
 over two MPI tasks, DDP training, pre-emption with requeue and exact resume, cancel, validation,
-a validation sweep."""
+a validation sweep, an inference."""
 
 from __future__ import annotations
 
@@ -178,3 +178,29 @@ def test_sweep_job(slurm, reference_run, tiny_data, tmp_path):
     run_cli("sweep", "--runs", run, "--checkpoints", "all,best", "--reference", tiny_data / "test", "--n", 32,
             "--out", serial, "--quiet", check=True)
     assert (serial / "sweep.csv").read_text() == (out / "sweep.csv").read_text()
+
+
+@pytest.fixture(scope="module")
+def conditional_run(tmp_path_factory):
+    """A tiny conditional run over Omega_m {0.25, 0.35} x sigma_8 {0.7, 0.9}; its test split adds
+    one held-out cosmology."""
+    root = tmp_path_factory.mktemp("slurm-cond")
+    design = ("--set", "cosmology.design.grid.sigma_8=[0.7, 0.9]", "--set", "data.n_train=128",
+              "--set", "data.n_validation=16", "--set", "data.n_test=40",
+              "--set", "data.splits.test.extra_points=[{Omega_m: 0.3, sigma_8: 0.8}]")
+    run_cli("make-data", "--config", TINY, "--out", root / "data", "--quiet", *design, check=True)
+    run_cli("train", "--config", TINY, "--data", root / "data", "--run", root / "run", "--quiet",
+            "--set", "train.steps=4", "--set", "model.condition_on=[Omega_m, sigma_8]", check=True)
+    return root / "run", root / "data"
+
+
+def test_infer_job(slurm, conditional_run, tmp_path):
+    """sbatch infer.sh: `cosmogan infer` over 2 tasks on the held-out cosmology's test maps."""
+    run, data = conditional_run
+    out, log = tmp_path / "infer", tmp_path / "infer.log"
+    slurm.run("infer.sh", "--grid", "5", "--n-sim", "8", "--n-cov", "64", "--set", "infer.n_thresholds=4",
+              tasks=2, log=log, RUN=run, OBSERVED=data / "test", SELECT="Omega_m=0.3,sigma_8=0.8", N_OBS=8, OUT=out)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["observed"]["n_obs"] == 8 and summary["likelihood"]["emulator"]["grid"] == [5, 5]
+    assert (out / "index.html").is_file() and (out / "contours.png").is_file()
+    assert "infer: emulator: Omega_m = " in job_log(log)

@@ -1,0 +1,181 @@
+"""`cosmogan infer-calibration`: is the emulator's posterior calibrated, and as tight as the
+physical model's?
+
+At each chosen cosmology of a reference dataset (the held-out ones by default) the maps are
+cut into disjoint mock surveys of n_obs maps; each survey is inferred with every simulator's
+likelihood (the same grid, bins and settings as `cosmogan infer`, the simulations computed
+once). Per cosmology and simulator: the bias of the posterior mean in units of the
+posterior standard deviation (its mean over surveys, and that mean's standard error), the
+fraction of surveys whose 68% and 95% intervals cover the truth, and the ratio of posterior
+widths emulator / physical model (the median over surveys). Targets (docs/inference.md):
+|bias| <= 0.3 sigma, 68% coverage in [0.58, 0.78], widths within 20% of the physical model's.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.data.format import atomic_write_bytes
+from pipeline.data.loader import MapDataset
+from pipeline.errors import DataError
+from pipeline.infer.infer import prepare, simulation_tables
+from pipeline.infer.likelihood import Likelihood
+from pipeline.infer.posterior import LikelihoodSurface, grid_summary
+from pipeline.locking import output_lock
+from pipeline.models.conditioning import distinct_rows
+from pipeline.parallel.comm import from_rank0, rank_local_work, world
+
+BIAS_MAX = 0.3
+COVERAGE68 = (0.58, 0.78)
+WIDTH_RATIO_MAX_DEV = 0.2
+
+
+@dataclass
+class CosmologyCalibration:
+    """One cosmology's figures for one simulator (parameters in the run's order)."""
+
+    point: list[float]
+    category: str
+    simulator: str
+    n_surveys: int
+    bias: list[float]            # mean over surveys of (posterior mean - truth) / posterior std
+    bias_se: list[float]         # its standard error
+    coverage68: list[float]
+    coverage95: list[float]
+    std: list[float]             # median posterior standard deviation
+    width_ratio: list[float] | None = None   # emulator / physics, median over surveys
+
+    def passed(self) -> bool:
+        ok = all(abs(b) <= BIAS_MAX for b in self.bias)
+        ok &= all(COVERAGE68[0] <= c <= COVERAGE68[1] for c in self.coverage68)
+        if self.width_ratio is not None:
+            ok &= all(abs(r - 1) <= WIDTH_RATIO_MAX_DEV for r in self.width_ratio)
+        return bool(ok)
+
+
+def choose_cosmologies(support, points: np.ndarray, which: str) -> list[int]:
+    """Indices of the reference's cosmologies to calibrate at: "held-out", "held-out+edge",
+    "all", or points "Omega_m=0.3,sigma_8=0.8;Omega_m=...". """
+    cats = [support.category(p) for p in points]
+    if which in ("held-out", "held-out+edge", "all"):
+        keep = {"held-out": ("held-out",), "held-out+edge": ("held-out", "edge"),
+                "all": ("held-out", "edge", "training")}[which]
+        chosen = [i for i, c in enumerate(cats) if c in keep]
+    else:
+        chosen = []
+        for text in [t for t in which.split(";") if t.strip()]:
+            p = support.parse(text, "--cosmologies")
+            hit = np.flatnonzero(np.all(np.abs(points - p) <= 1e-6 * np.maximum(1, abs(p)), axis=1))
+            if not len(hit):
+                raise DataError(f"--cosmologies: the reference holds no map at {text.strip()}")
+            chosen.append(int(hit[0]))
+    if not chosen:
+        raise DataError(f"--cosmologies {which}: the reference holds no such cosmology")
+    return chosen
+
+
+def calibrate(run_dir, reference, out_dir, checkpoint: str = "best", config_path=None, overrides=(),
+              simulators=("emulator", "physics"), cosmologies: str = "held-out", surveys: int = 50, n_obs: int = 10,
+              device: str = "auto", progress: bool = True) -> list[CosmologyCalibration] | None:
+    comm = world()
+    out = Path(out_dir)
+    if surveys < 2 or n_obs < 1:
+        raise DataError(f"--surveys {surveys} --n-obs {n_obs}: calibration needs at least 2 surveys of at least 1 map")
+    setup = prepare(run_dir, checkpoint, config_path, overrides, tuple(simulators), device)
+    support = setup.support
+    data = MapDataset(reference)
+    try:
+        params = np.asarray(support.select(data.manifest.param_names, data.all_params(), str(reference)), np.float64)
+        points, which = distinct_rows(params)
+        chosen = choose_cosmologies(support, points, cosmologies)
+        rows = {}
+        for c in chosen:
+            idx = np.flatnonzero(which == c)
+            if len(idx) < surveys * n_obs:
+                raise DataError(f"{reference}: {len(idx)} maps at {_label(support.names, points[c])}, fewer than "
+                                f"{surveys} surveys of {n_obs} maps")
+            rows[c] = idx[:surveys * n_obs].reshape(surveys, n_obs)
+        from pipeline.validate.validate import check_writable
+
+        check_writable(out)
+        with output_lock(out, "infer-calibration", comm.rank == 0, from_rank0):
+            tables = simulation_tables(setup, out, progress)
+            results = None
+            if comm.rank == 0:
+                with rank_local_work(f"{out}: calibration"):
+                    results = _calibrate(setup, tables, data, points, rows)
+                    _write(out, results, setup, surveys, n_obs, str(reference))
+            comm.barrier()
+    finally:
+        data.close()
+    return results
+
+
+def _calibrate(setup, tables, data, points, rows) -> list[CosmologyCalibration]:
+    ic = setup.cfg.infer
+    surfaces = {name: LikelihoodSurface(t.axes.values, t.means,
+                                        Likelihood.from_vectors(t.fiducial_vectors, t.n_sim, ic.likelihood, name),
+                                        ic.refine)
+                for name, t in tables.items()}
+    spec = next(iter(tables.values())).spec
+    names = setup.support.names
+    results = []
+    for c, blocks in rows.items():
+        truth = points[c]
+        maps, _ = data.read(blocks.ravel())
+        vectors = spec.measure(maps).reshape(*blocks.shape, spec.size)
+        per_sim = {}
+        for name, surface in surfaces.items():
+            per_sim[name] = [grid_summary(surface.axes, surface.log_posterior(x, blocks.shape[1]), names, name,
+                                          blocks.shape[1], truth) for x in vectors.mean(axis=1)]
+        for name, sums in per_sim.items():
+            bias = np.array([s.bias_in_sigma() for s in sums])
+            ratio = None
+            if name == "emulator" and "physics" in per_sim:
+                ratio = np.median([e.std / p.std for e, p in zip(sums, per_sim["physics"])], axis=0).tolist()
+            results.append(CosmologyCalibration(
+                truth.tolist(), setup.support.category(truth), name, len(sums), bias.mean(0).tolist(),
+                (bias.std(0, ddof=1) / np.sqrt(len(sums))).tolist(),
+                np.mean([s.covers(68) for s in sums], axis=0).tolist(),
+                np.mean([s.covers(95) for s in sums], axis=0).tolist(),
+                np.median([s.std for s in sums], axis=0).tolist(), ratio))
+    return results
+
+
+def _label(names, point) -> str:
+    return ",".join(f"{n}={v:.4g}" for n, v in zip(names, point))
+
+
+def _write(out: Path, results, setup, surveys: int, n_obs: int, reference: str) -> None:
+    names = setup.support.names
+    doc = {"reference": reference, "surveys": surveys, "n_obs": n_obs, "statistics": list(setup.cfg.infer.statistics),
+           "likelihood": setup.cfg.infer.likelihood, "grid": setup.cfg.infer.grid, "n_sim": setup.cfg.infer.n_sim,
+           "n_cov": setup.cfg.infer.n_cov, "targets": {"bias_max": BIAS_MAX, "coverage68": list(COVERAGE68),
+                                                       "width_ratio_max_dev": WIDTH_RATIO_MAX_DEV},
+           "results": [dict(r.__dict__, passed=r.passed()) for r in results]}
+    atomic_write_bytes(out / "calibration.json", json.dumps(doc, indent=1).encode())
+    atomic_write_bytes(out / "calibration.md", markdown(results, names, surveys, n_obs).encode())
+
+
+def markdown(results, names, surveys: int, n_obs: int) -> str:
+    head = ["cosmology", "where", "simulator"] + [f"{k} {n}" for k in ("bias/σ", "68% cover", "95% cover", "σ")
+                                                 for n in names] + [f"width ratio {n}" for n in names] + ["meets"]
+    lines = [f"{surveys} mock surveys of {n_obs} maps per cosmology. bias/σ: the mean over surveys of (posterior "
+             "mean − truth) / posterior std (± its standard error); cover: the fraction of surveys whose central "
+             "interval holds the truth; σ: the median posterior std; width ratio: emulator / physical model "
+             f"(median over surveys). Targets: |bias| ≤ {BIAS_MAX} σ, 68% coverage in {COVERAGE68[0]:.2f}–"
+             f"{COVERAGE68[1]:.2f}, width ratio within {WIDTH_RATIO_MAX_DEV:.0%} of 1.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in results:
+        cells = [_label(names, r.point), r.category, r.simulator]
+        cells += [f"{b:+.2f} ± {se:.2f}" for b, se in zip(r.bias, r.bias_se)]
+        cells += [f"{c:.2f}" for c in r.coverage68] + [f"{c:.2f}" for c in r.coverage95]
+        cells += [f"{s:.4f}" for s in r.std]
+        cells += [f"{w:.2f}" for w in r.width_ratio] if r.width_ratio else ["—"] * len(names)
+        cells.append("yes" if r.passed() else "no")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
