@@ -108,7 +108,7 @@ def calibrate(run_dir, reference, out_dir, checkpoint: str = "best", config_path
             if comm.rank == 0:
                 with rank_local_work(f"{out}: calibration"):
                     results = _calibrate(setup, tables, data, points, rows)
-                    _write(out, results, setup, surveys, n_obs, str(reference))
+                    _write(out, results, setup, surveys, n_obs, str(reference), scatter_ratios(tables))
             comm.barrier()
     finally:
         data.close()
@@ -146,19 +146,35 @@ def _calibrate(setup, tables, data, points, rows) -> list[CosmologyCalibration]:
     return results
 
 
+def scatter_ratios(tables) -> dict[str, float] | None:
+    """Per statistic, the median over its bins of the per-map standard deviation at the
+    fiducial point, emulator / physical model: what widens (> 1) or narrows the emulator's
+    posterior through its covariance."""
+    if set(tables) != {"emulator", "physics"}:
+        return None
+    spec = tables["emulator"].spec
+    e, p = (tables[k].fiducial_vectors.std(axis=0, ddof=1) for k in ("emulator", "physics"))
+    names = np.array([lab.split("[")[0] for lab in spec.labels()])
+    return {s: float(np.median(e[(names == s) & (p > 0)] / p[(names == s) & (p > 0)])) for s in spec.statistics}
+
+
 def _label(names, point) -> str:
     return ",".join(f"{n}={v:.4g}" for n, v in zip(names, point))
 
 
-def _write(out: Path, results, setup, surveys: int, n_obs: int, reference: str) -> None:
+def _write(out: Path, results, setup, surveys: int, n_obs: int, reference: str, ratios) -> None:
     names = setup.support.names
     doc = {"reference": reference, "surveys": surveys, "n_obs": n_obs, "statistics": list(setup.cfg.infer.statistics),
            "likelihood": setup.cfg.infer.likelihood, "grid": setup.cfg.infer.grid, "n_sim": setup.cfg.infer.n_sim,
            "n_cov": setup.cfg.infer.n_cov, "targets": {"bias_max": BIAS_MAX, "coverage68": list(COVERAGE68),
                                                        "width_ratio_max_dev": WIDTH_RATIO_MAX_DEV},
-           "results": [dict(r.__dict__, passed=r.passed()) for r in results]}
+           "results": [dict(r.__dict__, passed=r.passed()) for r in results], "scatter_ratio_at_fiducial": ratios}
+    text = markdown(results, names, surveys, n_obs)
+    if ratios:
+        text += ("\nPer-map scatter at the fiducial point, emulator / physical model (median over bins): "
+                 + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()) + ".\n")
     atomic_write_bytes(out / "calibration.json", json.dumps(doc, indent=1).encode())
-    atomic_write_bytes(out / "calibration.md", markdown(results, names, surveys, n_obs).encode())
+    atomic_write_bytes(out / "calibration.md", text.encode())
 
 
 def markdown(results, names, surveys: int, n_obs: int) -> str:

@@ -116,8 +116,8 @@ def write_report(result, emulator) -> None:
     head = ["simulator", "parameter", "MAP", "mean ± std (68% interval)", "95% interval"] + \
         (["truth", "(mean − truth) / std"] if truth else [])
     like = next(iter(result.likelihood.values()))
-    notes = [f"{esc(k)}: {len(v['dropped'])} constant components dropped ({esc(', '.join(v['dropped']))})"
-             for k, v in result.likelihood.items() if v["dropped"]]
+    notes = [f"{esc(k)}: {len(v.dropped)} constant components dropped ({esc(', '.join(v.dropped))})"
+             for k, v in result.likelihood.items() if v.dropped]
     edge = [f"{esc(k)}: {p.summary.edge_mass:.1%} of the mass lies in the outermost cells of the box: the prior "
             "(the grid's range) cuts the posterior" for k, p in result.posteriors.items() if p.summary.edge_mass > 0.01]
     corr = "; ".join(f"{esc(k)} {p.summary.correlation[0, 1]:+.2f}" for k, p in result.posteriors.items()
@@ -137,11 +137,13 @@ def write_report(result, emulator) -> None:
 <p id="image-warning" class="warn" hidden></p>
 <dl class="prov"><dt>observed</dt><dd>{esc(result.observed.source)} ({result.observed.n_obs} maps, their statistics averaged)</dd>
 <dt>emulator</dt><dd>{esc(str(emulator.source))} (step {emulator.step}, {esc(emulator.weights)} weights)</dd>
-<dt>likelihood</dt><dd>{esc(like['kind'])} ({"Sellentin &amp; Heavens 2016" if like['kind'] == "t" else "Gaussian, Hartlap factor"}),
-{like['components']} components; covariance from {like['n_cov']} maps at the fiducial point
-{esc(", ".join(f"{v:.4g}" for v in like['fiducial']))}, scaled by 1/n_obs + 1/n_sim</dd>
-<dt>simulations</dt><dd>a {"×".join(map(str, like['grid']))} grid, {like['n_sim']} maps per point (the same latent draws at
-every point), refined ×{like['refine']} by a cubic spline; flat prior over the grid's box</dd>
+<dt>likelihood</dt><dd>{esc(like.kind)} ({"Sellentin &amp; Heavens 2016" if like.kind == "t" else "Gaussian, Hartlap factor"}),
+{like.components} components; covariance from {like.n_cov} maps at the fiducial point
+{esc(", ".join(f"{v:.4g}" for v in like.fiducial))}, scaled by 1/n_obs + 1/n_sim</dd>
+<dt>simulations</dt><dd>a {"×".join(map(str, like.grid))} grid, {like.n_sim} maps per point (the same latent draws at
+every point), refined ×{like.refine} by a cubic spline; flat prior over the grid's box. The mean's own noise can move
+the posterior as a whole by about {like.mean_noise_in_sigma:.2f} of its standard deviation (more maps per point,
+--n-sim, make it smaller)</dd>
 <dt>written</dt><dd>{when}</dd></dl>
 {"".join(f'<p class="warn">{x}</p>' for x in edge)}
 <h2>Posterior</h2>

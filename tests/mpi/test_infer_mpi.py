@@ -217,6 +217,8 @@ def test_calibration_over_mock_surveys(cond_run, cond_data, tmp_path):  # noqa: 
         assert all(a <= b for a, b in zip(r["coverage68"], r["coverage95"]))
         assert (r["width_ratio"] is not None) == (r["simulator"] == "emulator") and r["passed"] in (True, False)
     assert "| Omega_m=0.3,sigma_8=0.75 | held-out | emulator |" in (out / "calibration.md").read_text()
+    ratios = doc["scatter_ratio_at_fiducial"]
+    assert set(ratios) == {"power_spectrum", "peaks", "V0", "V1", "V2"} and all(r > 0 for r in ratios.values())
     assert proc.stdout.count("infer-calibration: [") == 4
 
 

@@ -7,7 +7,7 @@ from scipy.stats import chi2, norm
 
 from pipeline.errors import DataError
 from pipeline.infer.calibration import choose_cosmologies
-from pipeline.infer.infer import fiducial_point, grid_axes
+from pipeline.infer.infer import fiducial_point, grid_axes, mean_noise
 from pipeline.infer.likelihood import Likelihood
 from pipeline.infer.posterior import density_levels, grid_summary, refine_means
 from pipeline.models.conditioning import ParamSupport
@@ -108,3 +108,9 @@ def test_calibration_chooses_the_held_out_cosmologies():
     assert choose_cosmologies(SUPPORT, points, "Omega_m=0.325,sigma_8=0.95;Omega_m=0.2,sigma_8=0.6") == [3, 0]
     with pytest.raises(DataError, match="no map at"):
         choose_cosmologies(SUPPORT, points, "Omega_m=0.33,sigma_8=0.95")
+
+
+def test_the_mean_noise_in_posterior_widths():
+    # Var(shift) = C / n_sim against the posterior's C (1/n_obs + 1/n_sim)
+    assert mean_noise(250, 10) == pytest.approx(np.sqrt(0.004 / 0.104))
+    assert mean_noise(10**9, 10) < 1e-3 and mean_noise(10, 10) == pytest.approx(np.sqrt(0.5))
