@@ -280,7 +280,7 @@ def _overrides_and_quiet(s: argparse.ArgumentParser, what: str) -> None:
 
 
 def _infer_options(s: argparse.ArgumentParser, default_simulator: str) -> None:
-    s.add_argument("--checkpoint", default="best", help="best (default), last, or a checkpoint path")
+    s.add_argument("--checkpoint", help="best (default when the run kept one), last, or a checkpoint path")
     s.add_argument("--statistics", help="comma-separated, of power_spectrum, peaks, V0, V1, V2, pdf "
                                         "(default infer.statistics: power_spectrum,peaks,V0,V1,V2)")
     s.add_argument("--n-sim", type=int, help="maps per grid point for the mean (default infer.n_sim, 128)")

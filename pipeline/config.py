@@ -533,7 +533,9 @@ class InferConfig:
     the support (or over ``ranges``, "Omega_m=0.25:0.35,..."); n_sim: maps per grid point
     for the mean (the same latent draws at every point, so the mean is smooth in the
     parameters); n_cov: maps at the fiducial cosmology ("centre" of the support, or
-    "Omega_m=0.3,sigma_8=0.8") for the covariance; refine: the posterior is evaluated on a
+    "Omega_m=0.3,sigma_8=0.8") for the covariance; covariance: "fiducial" (that one) or
+    "best-fit" (n_cov maps drawn again at the grid point nearest the fiducial posterior's
+    maximum, and the posterior recomputed with their covariance); refine: the posterior is evaluated on a
     grid `refine` times finer, the means interpolated by a cubic spline; likelihood: "t"
     (Sellentin & Heavens 2016) or "hartlap" (Gaussian, inverse covariance debiased by
     Hartlap et al. 2007); sampler: "grid" or "emcee" (on the interpolated mean) with
@@ -547,6 +549,7 @@ class InferConfig:
     n_sim: int = 128
     n_cov: int = 1024
     fiducial: str = "centre"
+    covariance: Literal["fiducial", "best-fit"] = "best-fit"
     refine: int = 4
     likelihood: Literal["t", "hartlap"] = "t"
     sampler: Literal["grid", "emcee"] = "grid"

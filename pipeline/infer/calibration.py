@@ -22,12 +22,11 @@ import numpy as np
 from pipeline.data.format import atomic_write_bytes
 from pipeline.data.loader import MapDataset
 from pipeline.errors import DataError
-from pipeline.infer.infer import prepare, simulation_tables
-from pipeline.infer.likelihood import Likelihood
-from pipeline.infer.posterior import LikelihoodSurface, grid_summary
+from pipeline.infer.infer import Solver, prepare, simulation_tables
+from pipeline.infer.posterior import grid_summary
 from pipeline.locking import output_lock
 from pipeline.models.conditioning import distinct_rows
-from pipeline.parallel.comm import from_rank0, rank_local_work, world
+from pipeline.parallel.comm import from_rank0, progress_bar, rank_local_work, world
 
 BIAS_MAX = 0.3
 COVERAGE68 = (0.58, 0.78)
@@ -78,7 +77,7 @@ def choose_cosmologies(support, points: np.ndarray, which: str) -> list[int]:
     return chosen
 
 
-def calibrate(run_dir, reference, out_dir, checkpoint: str = "best", config_path=None, overrides=(),
+def calibrate(run_dir, reference, out_dir, checkpoint: str | None = None, config_path=None, overrides=(),
               simulators=("emulator", "physics"), cosmologies: str = "held-out", surveys: int = 50, n_obs: int = 10,
               device: str = "auto", progress: bool = True) -> list[CosmologyCalibration] | None:
     comm = world()
@@ -107,7 +106,7 @@ def calibrate(run_dir, reference, out_dir, checkpoint: str = "best", config_path
             results = None
             if comm.rank == 0:
                 with rank_local_work(f"{out}: calibration"):
-                    results = _calibrate(setup, tables, data, points, rows)
+                    results = _calibrate(setup, tables, data, points, rows, progress)
                     _write(out, results, setup, surveys, n_obs, str(reference), scatter_ratios(tables))
             comm.barrier()
     finally:
@@ -115,12 +114,9 @@ def calibrate(run_dir, reference, out_dir, checkpoint: str = "best", config_path
     return results
 
 
-def _calibrate(setup, tables, data, points, rows) -> list[CosmologyCalibration]:
-    ic = setup.cfg.infer
-    surfaces = {name: LikelihoodSurface(t.axes.values, t.means,
-                                        Likelihood.from_vectors(t.fiducial_vectors, t.n_sim, ic.likelihood, name),
-                                        ic.refine)
-                for name, t in tables.items()}
+def _calibrate(setup, tables, data, points, rows, progress: bool) -> list[CosmologyCalibration]:
+    bar = progress_bar(sum(len(b) for b in rows.values()) * len(tables), "surveys", progress, unit="survey")
+    solvers = {name: Solver(setup.sims[name], t, setup.cfg, name) for name, t in tables.items()}
     spec = next(iter(tables.values())).spec
     names = setup.support.names
     results = []
@@ -129,9 +125,12 @@ def _calibrate(setup, tables, data, points, rows) -> list[CosmologyCalibration]:
         maps, _ = data.read(blocks.ravel())
         vectors = spec.measure(maps).reshape(*blocks.shape, spec.size)
         per_sim = {}
-        for name, surface in surfaces.items():
-            per_sim[name] = [grid_summary(surface.axes, surface.log_posterior(x, blocks.shape[1]), names, name,
-                                          blocks.shape[1], truth) for x in vectors.mean(axis=1)]
+        for name, solver in solvers.items():
+            per_sim[name] = []
+            for x in vectors.mean(axis=1):
+                surface, lp, _ = solver.solve(x, blocks.shape[1])
+                per_sim[name].append(grid_summary(surface.axes, lp, names, name, blocks.shape[1], truth))
+                bar.update(1)
         for name, sums in per_sim.items():
             bias = np.array([s.bias_in_sigma() for s in sums])
             ratio = None
@@ -143,6 +142,7 @@ def _calibrate(setup, tables, data, points, rows) -> list[CosmologyCalibration]:
                 np.mean([s.covers(68) for s in sums], axis=0).tolist(),
                 np.mean([s.covers(95) for s in sums], axis=0).tolist(),
                 np.median([s.std for s in sums], axis=0).tolist(), ratio))
+    bar.close()
     return results
 
 
@@ -165,7 +165,7 @@ def _label(names, point) -> str:
 def _write(out: Path, results, setup, surveys: int, n_obs: int, reference: str, ratios) -> None:
     names = setup.support.names
     doc = {"reference": reference, "surveys": surveys, "n_obs": n_obs, "statistics": list(setup.cfg.infer.statistics),
-           "likelihood": setup.cfg.infer.likelihood, "grid": setup.cfg.infer.grid, "n_sim": setup.cfg.infer.n_sim,
+           "likelihood": setup.cfg.infer.likelihood, "covariance": setup.cfg.infer.covariance, "grid": setup.cfg.infer.grid, "n_sim": setup.cfg.infer.n_sim,
            "n_cov": setup.cfg.infer.n_cov, "targets": {"bias_max": BIAS_MAX, "coverage68": list(COVERAGE68),
                                                        "width_ratio_max_dev": WIDTH_RATIO_MAX_DEV},
            "results": [dict(r.__dict__, passed=r.passed()) for r in results], "scatter_ratio_at_fiducial": ratios}

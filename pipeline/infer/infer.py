@@ -56,15 +56,57 @@ class LikelihoodInfo:
     """How one simulator's likelihood was built (summary.json's "likelihood")."""
 
     kind: str                      # "t" or "hartlap"
-    fiducial: list[float]          # where the covariance's maps were drawn
+    covariance: str                # "fiducial" or "best-fit"
+    covariance_point: list[float]  # where the covariance's maps were drawn
     n_cov: int
     n_sim: int
     components: int                # of the data vector, after dropping
     dropped: list[str]             # constant components
     grid: list[int]
     refine: int
-    covariance: str = "fiducial"
-    mean_noise_in_sigma: float = 0.0  # sqrt((1/n_sim) / (1/n_obs + 1/n_sim)): see mean_noise()
+    mean_noise_in_sigma: float     # sqrt((1/n_sim) / (1/n_obs + 1/n_sim)): see mean_noise()
+
+
+class Solver:
+    """One simulator's likelihood over its simulation table. The covariance is the fiducial
+    maps', or, for infer.covariance "best-fit", that of n_cov maps drawn at the grid point
+    nearest the maximum of the fiducial posterior (fixed, not varying with theta, as Carron
+    2013 advises; re-estimated once at the best fit, as surveys iterate theirs). The maps
+    are map indices n_sim .. n_sim + n_cov - 1, as the fiducial ones, so the covariance at a
+    point changes smoothly with it; surfaces are cached by grid point (a calibration's
+    surveys share them)."""
+
+    def __init__(self, sim, table: SimulationTable, cfg: Config, where: str):
+        self.sim, self.table, self.ic, self.where = sim, table, cfg.infer, where
+        self.fiducial = self._surface(table.fiducial_vectors, "fiducial")
+        self._at: dict[tuple[int, ...], LikelihoodSurface] = {}
+
+    def _surface(self, vectors: np.ndarray, what: str) -> LikelihoodSurface:
+        like = Likelihood.from_vectors(vectors, self.table.n_sim, self.ic.likelihood, f"{self.where} ({what})")
+        return LikelihoodSurface(self.table.axes.values, self.table.means, like, self.ic.refine)
+
+    def surface_at(self, node: tuple[int, ...]) -> LikelihoodSurface:
+        if node not in self._at:
+            point = np.array([v[i] for v, i in zip(self.table.axes.values, node)])
+            t, spec = self.table, self.table.spec
+            vectors = np.concatenate([spec.measure(self.sim.maps(point, min(COV_CHUNK, t.n_cov - s), t.seed,
+                                                                 t.n_sim + s))
+                                      for s in range(0, t.n_cov, COV_CHUNK)])
+            self._at[node] = self._surface(vectors, "covariance at " + ", ".join(f"{v:.4g}" for v in point))
+        return self._at[node]
+
+    def solve(self, x: np.ndarray, n_obs: int) -> tuple[LikelihoodSurface, np.ndarray, np.ndarray]:
+        """(surface, log posterior on its fine grid, the covariance's point) for survey vector x."""
+        surface, point = self.fiducial, self.table.fiducial
+        lp = surface.log_posterior(x, n_obs)
+        if self.ic.covariance == "best-fit":
+            best = np.unravel_index(int(np.argmax(lp)), lp.shape)
+            node = tuple(int(np.argmin(np.abs(np.asarray(v) - a[i])))
+                         for v, a, i in zip(self.table.axes.values, surface.axes, best))
+            surface = self.surface_at(node)
+            point = np.array([v[i] for v, i in zip(self.table.axes.values, node)])
+            lp = surface.log_posterior(x, n_obs)
+        return surface, lp, point
 
 
 @dataclass
@@ -135,8 +177,12 @@ class Setup:
         return self.emulator.support
 
 
-def prepare(run_dir, checkpoint: str, config_path, overrides, simulators: tuple[str, ...], device: str) -> Setup:
-    """Load and check everything an inference needs before any work (on every rank alike)."""
+def prepare(run_dir, checkpoint: str | None, config_path, overrides, simulators: tuple[str, ...],
+            device: str) -> Setup:
+    """Load and check everything an inference needs before any work (on every rank alike).
+    checkpoint None: best.pt when training kept one, else the last."""
+    if checkpoint is None:
+        checkpoint = "best" if (Path(run_dir) / "checkpoints" / "best.pt").is_file() else "last"
     emulator = Emulator.load(run_dir, checkpoint, device=resolve_device(device))
     cfg = with_sections(emulator.config, STAGE_SECTIONS, config_path, overrides, what="infer")
     emu_sim = EmulatorSimulator(emulator, cfg.infer.batch_size)
@@ -165,7 +211,7 @@ def simulation_tables(setup: Setup, out: Path, progress: bool) -> dict[str, Simu
             for name, sim in setup.sims.items()}
 
 
-def infer(run_dir, observed_path, out_dir, checkpoint: str = "best", config_path=None, overrides=(),
+def infer(run_dir, observed_path, out_dir, checkpoint: str | None = None, config_path=None, overrides=(),
           simulators: tuple[str, ...] = ("emulator",), select: str | None = None, n_obs: int | None = None,
           hdu=None, side_angle_deg: float | None = None, device: str = "auto",
           progress: bool = True) -> InferenceResult | None:
@@ -185,7 +231,7 @@ def infer(run_dir, observed_path, out_dir, checkpoint: str = "best", config_path
         result = None
         if comm.rank == 0:
             with rank_local_work(f"{out}: inference"):
-                result = posterior_of(observed, tables, setup.cfg, out)
+                result = posterior_of(observed, tables, setup.sims, setup.cfg, out)
                 write_outputs(result, setup.emulator, setup.cfg)
         comm.barrier()  # the others wait for rank 0's posterior before the lock is released
     return result
@@ -232,14 +278,14 @@ def mean_noise(n_sim: int, n_obs: int) -> float:
     return float(np.sqrt((1 / n_sim) / (1 / n_obs + 1 / n_sim)))
 
 
-def posterior_of(observed: Observed, tables: dict[str, SimulationTable], cfg: Config, out: Path) -> InferenceResult:
+def posterior_of(observed: Observed, tables: dict[str, SimulationTable], sims: dict, cfg: Config,
+                 out: Path) -> InferenceResult:
     ic = cfg.infer
     posteriors, info = {}, {}
     for name, table in tables.items():
-        like = Likelihood.from_vectors(table.fiducial_vectors, table.n_sim, ic.likelihood, f"{out}: {name}")
-        surface = LikelihoodSurface(table.axes.values, table.means, like, ic.refine)
         x = table.spec.measure(observed.maps).mean(axis=0)
-        lp = surface.log_posterior(x, observed.n_obs)
+        surface, lp, cov_point = Solver(sims[name], table, cfg, f"{out}: {name}").solve(x, observed.n_obs)
+        like = surface.likelihood
         summary = grid_summary(surface.axes, lp, table.axes.names, name, observed.n_obs, observed.truth)
         samples = None
         if ic.sampler == "emcee":
@@ -248,10 +294,9 @@ def posterior_of(observed: Observed, tables: dict[str, SimulationTable], cfg: Co
             summary = samples_summary(samples, log_prob, table.axes.names, name, observed.n_obs, surface.axes,
                                       observed.truth)
         posteriors[name] = Posterior(summary, surface.axes, lp, samples)
-        info[name] = LikelihoodInfo(ic.likelihood, table.fiducial.tolist(), table.n_cov, table.n_sim, like.size,
-                                    [lab for lab, k in zip(table.spec.labels(), like.keep) if not k],
-                                    list(table.axes.shape), ic.refine,
-                                    mean_noise_in_sigma=mean_noise(table.n_sim, observed.n_obs))
+        info[name] = LikelihoodInfo(ic.likelihood, ic.covariance, cov_point.tolist(), table.n_cov, table.n_sim,
+                                    like.size, [lab for lab, k in zip(table.spec.labels(), like.keep) if not k],
+                                    list(table.axes.shape), ic.refine, mean_noise(table.n_sim, observed.n_obs))
     return InferenceResult(posteriors, observed, info, out)
 
 

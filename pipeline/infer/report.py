@@ -138,8 +138,9 @@ def write_report(result, emulator) -> None:
 <dl class="prov"><dt>observed</dt><dd>{esc(result.observed.source)} ({result.observed.n_obs} maps, their statistics averaged)</dd>
 <dt>emulator</dt><dd>{esc(str(emulator.source))} (step {emulator.step}, {esc(emulator.weights)} weights)</dd>
 <dt>likelihood</dt><dd>{esc(like.kind)} ({"Sellentin &amp; Heavens 2016" if like.kind == "t" else "Gaussian, Hartlap factor"}),
-{like.components} components; covariance from {like.n_cov} maps at the fiducial point
-{esc(", ".join(f"{v:.4g}" for v in like.fiducial))}, scaled by 1/n_obs + 1/n_sim</dd>
+{like.components} components; covariance from {like.n_cov} maps at {"the grid point nearest the best fit" if like.covariance == "best-fit" else "the fiducial point"}
+({esc("; ".join(k + ": " + ", ".join(f"{v:.4g}" for v in i.covariance_point) for k, i in result.likelihood.items()))}),
+scaled by 1/n_obs + 1/n_sim</dd>
 <dt>simulations</dt><dd>a {"×".join(map(str, like.grid))} grid, {like.n_sim} maps per point (the same latent draws at
 every point), refined ×{like.refine} by a cubic spline; flat prior over the grid's box. The mean's own noise can move
 the posterior as a whole by about {like.mean_noise_in_sigma:.2f} of its standard deviation (more maps per point,

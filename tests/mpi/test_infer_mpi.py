@@ -57,7 +57,8 @@ def test_infer_writes_the_posterior_summary_and_report(serial):
         assert post["mean"][j] <= post["interval68"][j][1] <= post["interval95"][j][1] <= hi
         assert post["std"][j] > 0
     like = s["likelihood"]["emulator"]
-    assert like["kind"] == "t" and like["covariance"] == "fiducial" and like["n_cov"] == 64
+    assert like["kind"] == "t" and like["covariance"] == "best-fit" and like["n_cov"] == 64
+    assert len(like["covariance_point"]) == 2
     assert like["grid"] == [6, 6] and like["components"] + len(like["dropped"]) == 24
     with h5py.File(out / "posterior.h5", "r") as f:
         lp = f["emulator/log_posterior"][:]
@@ -127,6 +128,25 @@ def test_emcee_samples_the_grid_likelihood(serial, cond_run, cond_data, tmp_path
     np.testing.assert_allclose(mc["std"], g_std, rtol=0.2)
     with h5py.File(out / "posterior.h5", "r") as f:
         assert f["emulator/samples"].shape == (6400, 2)
+
+
+def test_a_fits_cube_is_observed_directly(serial, cond_run, cond_data, tmp_path):  # noqa: F811
+    """The same 8 maps as a FITS cube with LensTools' ANGLE: the same posterior as from the dataset."""
+    from astropy.io import fits
+
+    from pipeline.data.loader import MapDataset
+    from pipeline.models.conditioning import distinct_rows
+
+    data = MapDataset(cond_data / "test")
+    points, which = distinct_rows(data.all_params())
+    c = int(np.flatnonzero(np.all(np.abs(points - [0.3, 0.75]) < 1e-6, axis=1))[0])
+    maps, _ = data.read(np.flatnonzero(which == c)[:8])
+    fits.PrimaryHDU(maps, header=fits.Header([("ANGLE", 1.75)])).writeto(tmp_path / "survey.fits")
+    out = copy_of_the_simulations(serial, tmp_path / "fits")
+    run_cli("infer", "--emulator", cond_run, "--observed", tmp_path / "survey.fits", "--out", out, *SMALL, check=True)
+    a = json.loads((serial[0] / "summary.json").read_text())["posteriors"]["emulator"]
+    b = json.loads((out / "summary.json").read_text())["posteriors"]["emulator"]
+    assert b["mean"] == a["mean"] and b["interval68"] == a["interval68"] and "truth" not in b
 
 
 def test_the_physical_model_baseline_is_overlaid(cond_run, cond_data, tmp_path):  # noqa: F811
