@@ -22,11 +22,10 @@ import numpy as np
 from pipeline.data.format import atomic_write_bytes
 from pipeline.data.loader import MapDataset
 from pipeline.errors import DataError
-from pipeline.infer.infer import Solver, prepare, simulation_tables
+from pipeline.infer.infer import Solver, prepare, with_simulations
 from pipeline.infer.posterior import grid_summary
-from pipeline.locking import output_lock
 from pipeline.models.conditioning import distinct_rows
-from pipeline.parallel.comm import from_rank0, progress_bar, rank_local_work, world
+from pipeline.parallel.comm import progress_bar
 
 BIAS_MAX = 0.3
 COVERAGE68 = (0.58, 0.78)
@@ -80,7 +79,6 @@ def choose_cosmologies(support, points: np.ndarray, which: str) -> list[int]:
 def calibrate(run_dir, reference, out_dir, checkpoint: str | None = None, config_path=None, overrides=(),
               simulators=("emulator", "physics"), cosmologies: str = "held-out", surveys: int = 50, n_obs: int = 10,
               device: str = "auto", progress: bool = True) -> list[CosmologyCalibration] | None:
-    comm = world()
     out = Path(out_dir)
     if surveys < 2 or n_obs < 1:
         raise DataError(f"--surveys {surveys} --n-obs {n_obs}: calibration needs at least 2 surveys of at least 1 map")
@@ -98,20 +96,15 @@ def calibrate(run_dir, reference, out_dir, checkpoint: str | None = None, config
                 raise DataError(f"{reference}: {len(idx)} maps at {_label(support.names, points[c])}, fewer than "
                                 f"{surveys} surveys of {n_obs} maps")
             rows[c] = idx[:surveys * n_obs].reshape(surveys, n_obs)
-        from pipeline.validate.validate import check_writable
 
-        check_writable(out)
-        with output_lock(out, "infer-calibration", comm.rank == 0, from_rank0):
-            tables = simulation_tables(setup, out, progress)
-            results = None
-            if comm.rank == 0:
-                with rank_local_work(f"{out}: calibration"):
-                    results = _calibrate(setup, tables, data, points, rows, progress)
-                    _write(out, results, setup, surveys, n_obs, str(reference), scatter_ratios(tables))
-            comm.barrier()
+        def work(tables):
+            results = _calibrate(setup, tables, data, points, rows, progress)
+            _write(out, results, setup, surveys, n_obs, str(reference), scatter_ratios(tables))
+            return results
+
+        return with_simulations(setup, out, "infer-calibration", progress, work)
     finally:
         data.close()
-    return results
 
 
 def _calibrate(setup, tables, data, points, rows, progress: bool) -> list[CosmologyCalibration]:

@@ -216,24 +216,36 @@ def infer(run_dir, observed_path, out_dir, checkpoint: str | None = None, config
           hdu=None, side_angle_deg: float | None = None, device: str = "auto",
           progress: bool = True) -> InferenceResult | None:
     """Write the posterior to out_dir; rank 0 returns it (the others None)."""
-    comm = world()
     out = Path(out_dir)
     setup = prepare(run_dir, checkpoint, config_path, overrides, simulators, device)
     support = setup.support
     chosen = None if select is None else support.parse(select, "--select")
     observed = load_observed(observed_path, support.names, chosen, n_obs, hdu, side_angle_deg)
     check_geometry(observed, setup.emulator.map_size, setup.emulator.side_angle_deg)
+
+    def work(tables):
+        result = posterior_of(observed, tables, setup.sims, setup.cfg, out)
+        write_outputs(result, setup.emulator, setup.cfg)
+        return result
+
+    return with_simulations(setup, out, "infer", progress, work)
+
+
+def with_simulations(setup: Setup, out: Path, what: str, progress: bool, work):
+    """Hold OUT's lock, make every simulator's table (all ranks), then ``work(tables)`` on
+    rank 0 (an error there ends every rank). Returns its result on rank 0, None elsewhere;
+    the others wait for it before the lock is released."""
     from pipeline.validate.validate import check_writable
 
+    comm = world()
     check_writable(out)
-    with output_lock(out, "infer", comm.rank == 0, from_rank0):
+    with output_lock(out, what, comm.rank == 0, from_rank0):
         tables = simulation_tables(setup, out, progress)
         result = None
         if comm.rank == 0:
-            with rank_local_work(f"{out}: inference"):
-                result = posterior_of(observed, tables, setup.sims, setup.cfg, out)
-                write_outputs(result, setup.emulator, setup.cfg)
-        comm.barrier()  # the others wait for rank 0's posterior before the lock is released
+            with rank_local_work(f"{out}: {what}"):
+                result = work(tables)
+        comm.barrier()
     return result
 
 

@@ -20,11 +20,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from pipeline.data.format import atomic_path, hdf5_write, remove_temporaries
+from pipeline.data.format import atomic_path, hdf5_write
 from pipeline.errors import DataError
 from pipeline.infer.simulators import Simulator
 from pipeline.infer.summaries import SummarySpec
 from pipeline.parallel.comm import progress_bar, rank_local_work, world
+from pipeline.stats.fanout import parts_dir, recipe_of
 
 COV_CHUNK = 256  # fiducial maps per chunk
 FORMAT = "cosmogan-simulation-table/1"
@@ -81,21 +82,13 @@ def read_table(path: Path) -> SimulationTable:
                                int(a["seed"]), str(a["recipe_digest"]))
 
 
-def _recipe_of(path: Path) -> str | None:
-    try:
-        with h5py.File(path, "r") as f:
-            return str(f.attrs.get("recipe_digest", ""))
-    except (OSError, FileNotFoundError):
-        return None
-
-
 def simulation_table(sim: Simulator, spec: SummarySpec, axes: GridAxes, fiducial: np.ndarray, n_sim: int,
                      n_cov: int, seed: int, out: Path, recipe: str, progress: bool = True) -> SimulationTable:
     """The table at ``out`` (HDF5): reused when it holds this recipe, else computed (MPI
     fan-out, resumable). Every rank returns it. The caller holds the output's lock."""
     comm = world()
     out = Path(out)
-    if _recipe_of(out) != recipe:
+    if recipe_of(out) != recipe:
         _compute(sim, spec, axes, np.asarray(fiducial, np.float64), n_sim, n_cov, seed, out, recipe, progress)
     comm.barrier()
     table = read_table(out)
@@ -115,13 +108,7 @@ def _chunks(axes: GridAxes, n_cov: int) -> list[tuple[str, object]]:
 def _compute(sim, spec, axes, fiducial, n_sim, n_cov, seed, out: Path, recipe: str, progress: bool) -> None:
     comm = world()
     chunks = _chunks(axes, n_cov)
-    parts = out.with_name(out.name + ".parts")
-    with rank_local_work(f"{parts}: cannot write"):
-        if comm.rank == 0:
-            parts.mkdir(exist_ok=True)
-            remove_temporaries(parts)
-            remove_temporaries(out.parent, f".{out.name}.")
-    comm.barrier()
+    parts = parts_dir(out)
     points = axes.points()
     mine = [k for k in range(len(chunks)) if k % comm.size == comm.rank]
 
@@ -134,7 +121,7 @@ def _compute(sim, spec, axes, fiducial, n_sim, n_cov, seed, out: Path, recipe: s
     with rank_local_work(f"{parts}: cannot write"):
         for k in mine:
             path = parts / f"chunk-{k:05d}.h5"
-            if _recipe_of(path) == recipe:
+            if recipe_of(path) == recipe:
                 reused += 1
             else:
                 kind, r = chunks[k]

@@ -87,7 +87,7 @@ def compute_stats(data_dir: str | Path, out: str | Path, cfg: StatsConfig, like:
               "like_bins": like_table.header.bins.digest() if like_table else None}
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
     if out.exists():
-        if _recipe_of(out) == digest:
+        if recipe_of(out) == digest:
             return out  # complete from an earlier run
         raise DataError(f"{out}: already exists and holds other statistics; choose another --out or remove it")
     if not out.parent.is_dir():
@@ -106,13 +106,7 @@ def _compute(data: MapDataset, data_dir: Path, out: Path, cfg: StatsConfig, like
     bins = _bins(cfg, data, chunks, like_table)
     header = TableHeader(str(data_dir), m.digest(), (h, w), m.side_angle_deg, m.param_names, bins,
                          list(MOMENT_NAMES))
-    parts = out.with_name(out.name + ".parts")
-    with rank_local_work(f"{parts}: cannot write"):
-        if comm.rank == 0:
-            parts.mkdir(exist_ok=True)
-            remove_temporaries(parts)  # chunks a killed run left half-written
-            remove_temporaries(out.parent, f".{out.name}.")  # and the joined table
-    comm.barrier()
+    parts = parts_dir(out)
 
     mine = [k for k in range(len(chunks)) if k % comm.size == comm.rank]
     bar = progress_bar(sum(len(chunks[k]) for k in mine), "stats", progress)
@@ -120,7 +114,7 @@ def _compute(data: MapDataset, data_dir: Path, out: Path, cfg: StatsConfig, like
     with rank_local_work(f"{parts}: cannot write"):
         for k in mine:
             path = parts / f"chunk-{k:05d}.h5"
-            if _recipe_of(path) == digest:
+            if recipe_of(path) == digest:
                 reused += 1
             else:
                 try:
@@ -140,6 +134,19 @@ def _compute(data: MapDataset, data_dir: Path, out: Path, cfg: StatsConfig, like
     return out
 
 
+def parts_dir(out: Path) -> Path:
+    """OUT.parts, where each chunk's file is written, made ready on rank 0 (what a killed run
+    left half-written removed: part files and the joined output); every rank returns it."""
+    parts = out.with_name(out.name + ".parts")
+    with rank_local_work(f"{parts}: cannot write"):
+        if world().rank == 0:
+            parts.mkdir(exist_ok=True)
+            remove_temporaries(parts)
+            remove_temporaries(out.parent, f".{out.name}.")
+    world().barrier()
+    return parts
+
+
 def _bins(cfg: StatsConfig, data: MapDataset, chunks: list[range], like_table) -> Bins:
     if like_table is not None:
         return like_table.header.bins
@@ -152,7 +159,8 @@ def _bins(cfg: StatsConfig, data: MapDataset, chunks: list[range], like_table) -
     return make_bins(cfg, data.manifest.map_shape[0], data.manifest.side_angle_deg, sigma)
 
 
-def _recipe_of(path: Path) -> str | None:
+def recipe_of(path: Path) -> str | None:
+    """The recipe digest an HDF5 output or part file was made for (None if unreadable)."""
     try:
         with h5py.File(path, "r") as f:
             return str(f.attrs.get("recipe_digest", ""))
