@@ -24,7 +24,7 @@ from pipeline.data.loader import MapDataset
 from pipeline.errors import DataError
 from pipeline.infer.infer import Solver, prepare, with_simulations
 from pipeline.infer.posterior import grid_summary
-from pipeline.models.conditioning import distinct_rows
+from pipeline.models.conditioning import distinct_rows, rows_at
 from pipeline.parallel.comm import progress_bar
 
 BIAS_MAX = 0.3
@@ -67,7 +67,7 @@ def choose_cosmologies(support, points: np.ndarray, which: str) -> list[int]:
         chosen = []
         for text in [t for t in which.split(";") if t.strip()]:
             p = support.parse(text, "--cosmologies")
-            hit = np.flatnonzero(np.all(np.abs(points - p) <= 1e-6 * np.maximum(1, abs(p)), axis=1))
+            hit = rows_at(points, p)
             if not len(hit):
                 raise DataError(f"--cosmologies: the reference holds no map at {text.strip()}")
             chosen.append(int(hit[0]))

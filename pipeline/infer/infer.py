@@ -201,7 +201,7 @@ def prepare(run_dir, checkpoint: str | None, config_path, overrides, simulators:
 
 def simulation_tables(setup: Setup, out: Path, progress: bool) -> dict[str, SimulationTable]:
     """Every simulator's table in OUT (computed, resumed or reused); the caller holds OUT's lock."""
-    emu_sim = EmulatorSimulator(setup.emulator, setup.cfg.infer.batch_size)
+    emu_sim = setup.sims.get("emulator") or EmulatorSimulator(setup.emulator, setup.cfg.infer.batch_size)
     spec = summary_spec(setup.cfg, setup.emulator, emu_sim, setup.fiducial)
     ic = setup.cfg.infer
     return {name: simulation_table(sim, spec, setup.axes, setup.fiducial, ic.n_sim, ic.n_cov, ic.seed,
@@ -294,8 +294,8 @@ def posterior_of(observed: Observed, tables: dict[str, SimulationTable], sims: d
                  out: Path) -> InferenceResult:
     ic = cfg.infer
     posteriors, info = {}, {}
+    x = next(iter(tables.values())).spec.measure(observed.maps).mean(axis=0)  # every table has the same bins
     for name, table in tables.items():
-        x = table.spec.measure(observed.maps).mean(axis=0)
         surface, lp, cov_point = Solver(sims[name], table, cfg, f"{out}: {name}").solve(x, observed.n_obs)
         like = surface.likelihood
         summary = grid_summary(surface.axes, lp, table.axes.names, name, observed.n_obs, observed.truth)

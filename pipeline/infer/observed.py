@@ -87,7 +87,7 @@ def _same_angle(a: float, b: float) -> bool:
 
 def _dataset(path: Path, param_names, select, n_obs):
     from pipeline.data.loader import MapDataset
-    from pipeline.models.conditioning import distinct_rows
+    from pipeline.models.conditioning import distinct_rows, rows_at
 
     data = MapDataset(path)
     try:
@@ -99,8 +99,7 @@ def _dataset(path: Path, param_names, select, n_obs):
         if select is not None:
             if not have:
                 raise DataError(f"--select: {path} does not record {', '.join(param_names)} for its maps")
-            # float32 parameters against typed values
-            rows = np.flatnonzero(np.all(np.abs(params - select) <= 1e-6 * np.maximum(1, abs(select)), axis=1))
+            rows = rows_at(params, select)
             if not len(rows):
                 raise DataError(f"--select: {path} holds no map at "
                                 + ", ".join(f"{n}={v:g}" for n, v in zip(param_names, select)))

@@ -159,6 +159,14 @@ def distinct_rows(columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return unique[order], renumber[which.ravel()]
 
 
+def rows_at(params: np.ndarray, point) -> np.ndarray:
+    """Indices of the rows of params (n, P) equal to point (P,) to float32 rounding: the
+    maps of a dataset (whose parameters are stored as float32) at a typed cosmology."""
+    p = np.asarray(point, np.float64)
+    slack = FLOAT32_SLACK * np.maximum(1.0, np.abs(p))
+    return np.flatnonzero(np.all(np.abs(np.asarray(params, np.float64) - p) <= slack, axis=1))
+
+
 def _columns(names, data_names, where: str) -> list[int]:
     missing = [n for n in names if n not in data_names]
     if missing:
