@@ -29,12 +29,25 @@ from pipeline.stats.bins import Bins, make_bins
 from pipeline.stats.table import PER_MAP, TableHeader, read_table, write_table
 
 
-def pooled_sigma(data: MapDataset, chunks: list[range]) -> float:
+Chunk = tuple[np.ndarray, np.ndarray]  # one chunk's maps (n, N, N) float32 and params (n, P)
+
+
+def pooled_sigma(data: MapDataset, chunks: list[range], kept: dict[int, Chunk] | None = None,
+                 keep_bytes: int = 0) -> float:
     """Pixel standard deviation over the whole dataset (kappa), the same for any rank count:
-    per-chunk float64 sums, combined in chunk order on rank 0."""
+    per-chunk float64 sums, combined in chunk order on rank 0. Non-finite pixels are refused
+    (naming the first bad map). kept: gets each chunk this rank reads (maps, params) that fits
+    in what is left of keep_bytes, so that the statistics pass need not read and check it again."""
     comm = world()
+    mine = {}
     with rank_local_work(f"{data.root}: cannot read"):
-        mine = {k: _sums(checked_read(data, r)[0]) for k, r in enumerate(chunks) if k % comm.size == comm.rank}
+        for k, rows in enumerate(chunks):
+            if k % comm.size != comm.rank:
+                continue
+            maps, params = data.read(np.arange(rows.start, rows.stop))
+            mine[k] = _finite_sums(maps, data, rows)
+            if kept is not None and maps.nbytes <= keep_bytes - sum(m.nbytes for m, _ in kept.values()):
+                kept[k] = (maps, params)
     parts = comm.gather(mine, root=0)
     sigma = None
     if comm.rank == 0:
@@ -44,23 +57,33 @@ def pooled_sigma(data: MapDataset, chunks: list[range]) -> float:
     return comm.bcast(sigma, root=0)
 
 
-def checked_read(data: MapDataset, rows: range) -> tuple[np.ndarray, np.ndarray]:
+def checked_read(data: MapDataset, rows: range) -> Chunk:
     """Maps and params of rows.start .. rows.stop - 1, refused (naming the first bad map) if
     any pixel is NaN or Inf: it would make NaN rows of statistics, and NaN bins for every
     map when thresholds are in units of the pooled sigma."""
     maps, params = data.read(np.arange(rows.start, rows.stop))
-    bad = ~np.isfinite(maps).all(axis=(1, 2))
-    if bad.any():
-        raise DataError(f"{data.root}: map {rows.start + int(np.flatnonzero(bad)[0])} contains NaN or Inf")
+    _refuse_non_finite(maps, data, rows)
     return maps, params
 
 
-def _sums(maps: np.ndarray) -> tuple[float, float, float]:
+def _refuse_non_finite(maps: np.ndarray, data: MapDataset, rows: range) -> None:
+    bad = ~np.isfinite(maps).all(axis=(1, 2))
+    if bad.any():
+        raise DataError(f"{data.root}: map {rows.start + int(np.flatnonzero(bad)[0])} contains NaN or Inf")
+
+
+def _finite_sums(maps: np.ndarray, data: MapDataset, rows: range) -> tuple[float, float, float]:
+    """(pixels, sum, sum of squares) in float64. Both sums are finite exactly when every pixel
+    is (a NaN pixel makes the sum NaN, an infinite one the sum of squares infinite; float32
+    pixels cannot overflow a float64 sum of squares), so the pixels are checked only then."""
     if fused.available():  # no float64 copy: this pass reads the whole dataset
         s, ss = fused.pixel_sums(maps)
-        return float(maps.size), float(s), float(ss)
-    x = maps.astype(np.float64)
-    return float(x.size), float(x.sum()), float((x * x).sum())
+    else:
+        x = maps.astype(np.float64)
+        s, ss = x.sum(), (x * x).sum()
+    if not (np.isfinite(s) and np.isfinite(ss)):
+        _refuse_non_finite(maps, data, rows)
+    return float(maps.size), float(s), float(ss)
 
 
 def compute_stats(data_dir: str | Path, out: str | Path, cfg: StatsConfig, like: str | Path | None = None,
@@ -83,7 +106,7 @@ def compute_stats(data_dir: str | Path, out: str | Path, cfg: StatsConfig, like:
         lh = like_table.header
         raise DataError(f"{data_dir}: maps are {h}x{w} over {m.side_angle_deg} deg, but {like} was made "
                         f"from {lh.map_shape[0]}x{lh.map_shape[1]} maps over {lh.side_angle_deg} deg")
-    recipe = {"source_digest": m.digest(), "stats": cfg.__dict__,
+    recipe = {"source_digest": m.digest(), "stats": cfg.numbers(),
               "like_bins": like_table.header.bins.digest() if like_table else None}
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
     if out.exists():
@@ -103,7 +126,8 @@ def _compute(data: MapDataset, data_dir: Path, out: Path, cfg: StatsConfig, like
     m = data.manifest
     h, w = m.map_shape
     chunks = [range(s, min(s + cfg.chunk_size, m.n_maps)) for s in range(0, m.n_maps, cfg.chunk_size)]
-    bins = _bins(cfg, data, chunks, like_table)
+    kept: dict[int, Chunk] = {}  # this rank's chunks as the sigma pass read them
+    bins = _bins(cfg, data, chunks, like_table, kept)
     header = TableHeader(str(data_dir), m.digest(), (h, w), m.side_angle_deg, m.param_names, bins,
                          list(MOMENT_NAMES))
     parts = parts_dir(out)
@@ -114,11 +138,13 @@ def _compute(data: MapDataset, data_dir: Path, out: Path, cfg: StatsConfig, like
     with rank_local_work(f"{parts}: cannot write"):
         for k in mine:
             path = parts / f"chunk-{k:05d}.h5"
+            read = kept.pop(k, None)
             if recipe_of(path) == digest:
                 reused += 1
             else:
                 try:
-                    _write_chunk(path, data, chunks[k], header, digest)
+                    _write_chunk(path, read if read is not None else checked_read(data, chunks[k]), chunks[k],
+                                 header, digest)
                 except DataError:  # a bad map: the parts of this table are no use to a rerun
                     shutil.rmtree(parts, ignore_errors=True)
                     raise
@@ -147,12 +173,12 @@ def parts_dir(out: Path) -> Path:
     return parts
 
 
-def _bins(cfg: StatsConfig, data: MapDataset, chunks: list[range], like_table) -> Bins:
+def _bins(cfg: StatsConfig, data: MapDataset, chunks: list[range], like_table, kept: dict[int, Chunk]) -> Bins:
     if like_table is not None:
         return like_table.header.bins
     sigma = 1.0
     if cfg.threshold_units == "sigma":
-        sigma = pooled_sigma(data, chunks)
+        sigma = pooled_sigma(data, chunks, kept, cfg.keep_read_mib * 2**20)
         if not sigma > 0:
             raise DataError(f"{data.root}: every pixel has the same value; thresholds in units "
                             "of sigma are undefined (use stats.threshold_units=kappa)")
@@ -168,8 +194,9 @@ def recipe_of(path: Path) -> str | None:
         return None
 
 
-def _write_chunk(path: Path, data: MapDataset, rows: range, header: TableHeader, digest: str) -> None:
-    maps, params = checked_read(data, rows)
+def _write_chunk(path: Path, chunk: Chunk, rows: range, header: TableHeader, digest: str) -> None:
+    """The statistics of one chunk's maps (checked finite), written atomically to path."""
+    maps, params = chunk
     s = all_statistics(maps, header.side_angle_deg, np.asarray(header.bins.l_edges),
                        np.asarray(header.bins.thresholds))
     columns = {"index": np.arange(rows.start, rows.stop, dtype=np.int64), "params": params,

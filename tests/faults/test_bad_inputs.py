@@ -35,14 +35,14 @@ def text(tmp_path, name, content):
     return path
 
 
-def nan_dataset(tiny_data, tmp_path):
-    """A copy of the tiny test split with one NaN pixel in map 5 (checksum updated)."""
+def nan_dataset(tiny_data, tmp_path, value=np.nan):
+    """A copy of the tiny test split with one NaN (or value) pixel in map 5 (checksum updated)."""
     import shutil
 
     ds = tmp_path / "nan"
     shutil.copytree(tiny_data / "test", ds)
     with h5py.File(ds / "shard-00000.h5", "r+") as f:
-        f["maps"][5, 3, 3] = np.nan
+        f["maps"][5, 3, 3] = value
     rewrite_checksum(ds, "shard-00000.h5")
     return ds
 
@@ -71,6 +71,11 @@ CASES = [
                                                 "--out", t / "d", "--side-angle-deg", 1], ["holds no maps"], ["d"]),
     ("NaN pixel in stats", lambda t, f: ["stats", nan_dataset(f["data"], t), "--out", t / "s.h5", "--config", TINY],
      ["map 5", "NaN"], ["s.h5", "s.h5.parts"]),
+    ("NaN pixel in stats, maps read twice", lambda t, f: ["stats", nan_dataset(f["data"], t), "--out", t / "s.h5",
+                                                          "--config", TINY, "--set", "stats.keep_read_mib=0"],
+     ["map 5", "NaN"], ["s.h5", "s.h5.parts"]),
+    ("Inf pixel in stats", lambda t, f: ["stats", nan_dataset(f["data"], t, np.inf), "--out", t / "s.h5",
+                                         "--config", TINY], ["map 5", "Inf"], ["s.h5", "s.h5.parts"]),
     ("NaN pixel in stats --like", lambda t, f: ["stats", nan_dataset(f["data"], t), "--out", t / "s.h5",
                                                 "--like", f["table"]], ["map 5", "NaN"], ["s.h5", "s.h5.parts"]),
     ("generate --set model", lambda t, f: ["generate", "--run", f["run"], "--n", 4, "--out", t / "g",
