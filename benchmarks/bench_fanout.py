@@ -1,19 +1,20 @@
 """Throughput of the `cosmogan stats` stage (maps/s), 1 rank against 2 ranks, side by side.
 
-    python benchmarks/bench_fanout.py [--maps 2048] [--size 256] [--repeats 3]
+    python benchmarks/bench_fanout.py [--maps 4096] [--size 256] [--repeats 5]
 
 Makes a lognormal dataset with make-data in a temporary directory, then runs
 `cosmogan stats` (full set: 20 ell bins, 34 thresholds for MFs, peaks and PDF,
-moments) alternately under `mpirun -n 1` and `mpirun -n 2` with one thread per
-rank, `repeats` times each. Reports median wall times (process start included)
-and maps/s. Start-up (interpreter, torch import) is measured separately with a
-16-map dataset and subtracted for the steady-state rate.
+moments) alternately under `mpirun -n 1` and `mpirun -n 2` with one thread per rank,
+`repeats` times each. Start-up
+(interpreter, imports, MPI) is measured in each repeat with a 16-map dataset and
+subtracted from that repeat's time for its steady-state rate; reported: median
+wall times (process start included) and the median and range of maps/s.
 
 In the same run, the kernels' own rate: pipeline.stats.all_statistics on one thread
 over the same maps (read once into memory, the stage's chunks and bins), in as many
 processes at once as the stage has ranks; ``stage_over_kernels_per_rank`` is the
-stage's maps/s per rank over it (what reading, the sigma pass, writing and joining
-cost).
+stage's median maps/s per rank over it (what reading, the sigma pass, writing and
+joining cost).
 """
 
 import argparse
@@ -28,6 +29,7 @@ from pathlib import Path
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]
+VARIANTS = {"": []}  # name suffix: extra stats arguments, for settings measured side by side
 
 
 def run(cmd, env):
@@ -38,9 +40,9 @@ def run(cmd, env):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--maps", type=int, default=2048)
+    ap.add_argument("--maps", type=int, default=4096)
     ap.add_argument("--size", type=int, default=256)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--kernel-rate", nargs=2, metavar=("DATA", "TABLE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.kernel_rate:  # one kernel process (see below): print its maps/s
@@ -56,20 +58,25 @@ def main():
                                  "--set", "physics.side_angle_deg=3.5", "--set", f"data.n_train={n}",
                                  "--set", "data.n_validation=1", "--set", "data.n_test=1"],
                            check=True, env=env, stdout=subprocess.DEVNULL)
-        times = {(r, name): [] for r in (1, 2) for name in ("big", "small")}
+        walls = {(r, v): [] for r in (1, 2) for v in VARIANTS}
+        rates = {(r, v): [] for r in (1, 2) for v in VARIANTS}
         for rep in range(args.repeats):
             for ranks in (1, 2):
-                for name in ("big", "small"):
-                    out = tmp / f"{name}-{ranks}-{rep}.h5"
-                    cmd = [str(BIN / "mpirun"), "-n", str(ranks)] + py + [
-                        "stats", str(tmp / name / "train"), "--out", str(out), "--quiet"]
-                    times[(ranks, name)].append(run(cmd, env))
+                mpirun = [str(BIN / "mpirun"), "-n", str(ranks)] + py + ["stats", "--quiet"]
+                startup = run(mpirun + [str(tmp / "small" / "train"), "--out", str(tmp / f"small-{ranks}-{rep}.h5")],
+                              env)
+                for variant, extra in VARIANTS.items():
+                    out = tmp / f"big-{ranks}{variant}-{rep}.h5"
+                    wall = run(mpirun + [str(tmp / "big" / "train"), "--out", str(out), *extra], env)
+                    walls[(ranks, variant)].append(wall)
+                    rates[(ranks, variant)].append(args.maps / (wall - startup))
+                    if (ranks, variant, rep) != (1, "", 0):
+                        out.unlink()  # the first table gives the kernels their bins
         result = {"maps": args.maps, "size": args.size, "repeats": args.repeats}
-        for ranks in (1, 2):
-            big, small = (statistics.median(times[(ranks, n)]) for n in ("big", "small"))
-            result[f"ranks{ranks}_wall_s"] = round(big, 2)
-            result[f"ranks{ranks}_startup_s"] = round(small, 2)
-            result[f"ranks{ranks}_maps_per_s"] = round(args.maps / (big - small), 1)
+        for (ranks, variant), r in rates.items():
+            result[f"ranks{ranks}{variant}_wall_s"] = round(statistics.median(walls[(ranks, variant)]), 2)
+            result[f"ranks{ranks}{variant}_maps_per_s"] = round(statistics.median(r), 1)
+            result[f"ranks{ranks}{variant}_maps_per_s_range"] = [round(min(r), 1), round(max(r), 1)]
         result["speedup_2_over_1"] = round(result["ranks2_maps_per_s"] / result["ranks1_maps_per_s"], 2)
         for ranks in (1, 2):
             # as many kernel processes at once as the stage had ranks: they share the
@@ -78,11 +85,11 @@ def main():
                    "--repeats", str(args.repeats)]
             procs = [subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, text=True)
                      for _ in range(ranks)]
-            rates = [float(p.communicate()[0]) for p in procs]
-            kernels = statistics.mean(rates)
+            kernels = statistics.mean(float(p.communicate()[0]) for p in procs)
             result[f"ranks{ranks}_kernels_maps_per_s_per_process"] = round(kernels, 1)
-            result[f"ranks{ranks}_stage_over_kernels_per_rank"] = round(
-                result[f"ranks{ranks}_maps_per_s"] / ranks / kernels, 3)
+            for variant in VARIANTS:
+                result[f"ranks{ranks}{variant}_stage_over_kernels_per_rank"] = round(
+                    result[f"ranks{ranks}{variant}_maps_per_s"] / ranks / kernels, 3)
         print(json.dumps(result))
 
 

@@ -272,9 +272,7 @@ class StatsConfig:
     ell_max = half the Nyquist ell, pi N / (2 theta). Thresholds: n_thresholds bins
     from threshold_min to threshold_max, in units of the dataset's pooled pixel
     standard deviation ("sigma") or of kappa itself ("kappa"). chunk_size: maps
-    per unit of work (and per resumable part file). keep_read_mib: memory per rank (MiB)
-    for maps that the sigma pass has read, kept for the statistics pass instead of read
-    and checked a second time (0: read twice); it changes no number.
+    per unit of work (and per resumable part file).
     """
 
     n_ell: int = 20
@@ -286,12 +284,10 @@ class StatsConfig:
     threshold_max: float = 3.0
     threshold_units: Literal["sigma", "kappa"] = "sigma"
     chunk_size: int = 256
-    keep_read_mib: int = 1024
 
     def validate(self, where: str) -> None:
         for name in ("n_ell", "n_thresholds", "chunk_size"):
             _positive(getattr(self, name), f"{where}.{name}")
-        _non_negative(self.keep_read_mib, f"{where}.keep_read_mib")
         _non_negative(self.ell_min, f"{where}.ell_min")
         _non_negative(self.ell_max, f"{where}.ell_max")
         if self.ell_max and self.ell_max <= self.ell_min:
@@ -299,10 +295,6 @@ class StatsConfig:
         if self.threshold_max <= self.threshold_min:
             raise ConfigError(f"{where}.threshold_max: must exceed threshold_min "
                               f"({self.threshold_min}), got {self.threshold_max}")
-
-    def numbers(self) -> dict:
-        """The settings a statistic's value depends on (what a table's recipe records)."""
-        return {k: v for k, v in self.__dict__.items() if k != "keep_read_mib"}
 
 
 @dataclass

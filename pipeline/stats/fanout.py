@@ -29,25 +29,17 @@ from pipeline.stats.bins import Bins, make_bins
 from pipeline.stats.table import PER_MAP, TableHeader, read_table, write_table
 
 
-Chunk = tuple[np.ndarray, np.ndarray]  # one chunk's maps (n, N, N) float32 and params (n, P)
-
-
-def pooled_sigma(data: MapDataset, chunks: list[range], kept: dict[int, Chunk] | None = None,
-                 keep_bytes: int = 0) -> float:
+def pooled_sigma(data: MapDataset, chunks: list[range], buffer: np.ndarray | None = None) -> float:
     """Pixel standard deviation over the whole dataset (kappa), the same for any rank count:
     per-chunk float64 sums, combined in chunk order on rank 0. Non-finite pixels are refused
-    (naming the first bad map). kept: gets each chunk this rank reads (maps, params) that fits
-    in what is left of keep_bytes, so that the statistics pass need not read and check it again."""
+    (naming the first bad map). buffer: where to read each chunk (see MapDataset.read)."""
     comm = world()
     mine = {}
     with rank_local_work(f"{data.root}: cannot read"):
         for k, rows in enumerate(chunks):
-            if k % comm.size != comm.rank:
-                continue
-            maps, params = data.read(np.arange(rows.start, rows.stop))
-            mine[k] = _finite_sums(maps, data, rows)
-            if kept is not None and maps.nbytes <= keep_bytes - sum(m.nbytes for m, _ in kept.values()):
-                kept[k] = (maps, params)
+            if k % comm.size == comm.rank:
+                maps, _ = data.read(np.arange(rows.start, rows.stop), buffer)
+                mine[k] = _finite_sums(maps, data, rows)
     parts = comm.gather(mine, root=0)
     sigma = None
     if comm.rank == 0:
@@ -57,11 +49,11 @@ def pooled_sigma(data: MapDataset, chunks: list[range], kept: dict[int, Chunk] |
     return comm.bcast(sigma, root=0)
 
 
-def checked_read(data: MapDataset, rows: range) -> Chunk:
+def checked_read(data: MapDataset, rows: range, buffer: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Maps and params of rows.start .. rows.stop - 1, refused (naming the first bad map) if
     any pixel is NaN or Inf: it would make NaN rows of statistics, and NaN bins for every
-    map when thresholds are in units of the pooled sigma."""
-    maps, params = data.read(np.arange(rows.start, rows.stop))
+    map when thresholds are in units of the pooled sigma. buffer: see MapDataset.read."""
+    maps, params = data.read(np.arange(rows.start, rows.stop), buffer)
     _refuse_non_finite(maps, data, rows)
     return maps, params
 
@@ -106,7 +98,7 @@ def compute_stats(data_dir: str | Path, out: str | Path, cfg: StatsConfig, like:
         lh = like_table.header
         raise DataError(f"{data_dir}: maps are {h}x{w} over {m.side_angle_deg} deg, but {like} was made "
                         f"from {lh.map_shape[0]}x{lh.map_shape[1]} maps over {lh.side_angle_deg} deg")
-    recipe = {"source_digest": m.digest(), "stats": cfg.numbers(),
+    recipe = {"source_digest": m.digest(), "stats": cfg.__dict__,
               "like_bins": like_table.header.bins.digest() if like_table else None}
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
     if out.exists():
@@ -126,8 +118,8 @@ def _compute(data: MapDataset, data_dir: Path, out: Path, cfg: StatsConfig, like
     m = data.manifest
     h, w = m.map_shape
     chunks = [range(s, min(s + cfg.chunk_size, m.n_maps)) for s in range(0, m.n_maps, cfg.chunk_size)]
-    kept: dict[int, Chunk] = {}  # this rank's chunks as the sigma pass read them
-    bins = _bins(cfg, data, chunks, like_table, kept)
+    buffer = np.empty((cfg.chunk_size, h, w), np.float32)  # every chunk of both passes is read into it
+    bins = _bins(cfg, data, chunks, like_table, buffer)
     header = TableHeader(str(data_dir), m.digest(), (h, w), m.side_angle_deg, m.param_names, bins,
                          list(MOMENT_NAMES))
     parts = parts_dir(out)
@@ -138,13 +130,11 @@ def _compute(data: MapDataset, data_dir: Path, out: Path, cfg: StatsConfig, like
     with rank_local_work(f"{parts}: cannot write"):
         for k in mine:
             path = parts / f"chunk-{k:05d}.h5"
-            read = kept.pop(k, None)
             if recipe_of(path) == digest:
                 reused += 1
             else:
                 try:
-                    _write_chunk(path, read if read is not None else checked_read(data, chunks[k]), chunks[k],
-                                 header, digest)
+                    _write_chunk(path, checked_read(data, chunks[k], buffer), chunks[k], header, digest)
                 except DataError:  # a bad map: the parts of this table are no use to a rerun
                     shutil.rmtree(parts, ignore_errors=True)
                     raise
@@ -173,12 +163,12 @@ def parts_dir(out: Path) -> Path:
     return parts
 
 
-def _bins(cfg: StatsConfig, data: MapDataset, chunks: list[range], like_table, kept: dict[int, Chunk]) -> Bins:
+def _bins(cfg: StatsConfig, data: MapDataset, chunks: list[range], like_table, buffer: np.ndarray) -> Bins:
     if like_table is not None:
         return like_table.header.bins
     sigma = 1.0
     if cfg.threshold_units == "sigma":
-        sigma = pooled_sigma(data, chunks, kept, cfg.keep_read_mib * 2**20)
+        sigma = pooled_sigma(data, chunks, buffer)
         if not sigma > 0:
             raise DataError(f"{data.root}: every pixel has the same value; thresholds in units "
                             "of sigma are undefined (use stats.threshold_units=kappa)")
@@ -194,8 +184,9 @@ def recipe_of(path: Path) -> str | None:
         return None
 
 
-def _write_chunk(path: Path, chunk: Chunk, rows: range, header: TableHeader, digest: str) -> None:
-    """The statistics of one chunk's maps (checked finite), written atomically to path."""
+def _write_chunk(path: Path, chunk: tuple[np.ndarray, np.ndarray], rows: range, header: TableHeader,
+                 digest: str) -> None:
+    """The statistics of one chunk's maps and params (checked finite), written atomically to path."""
     maps, params = chunk
     s = all_statistics(maps, header.side_angle_deg, np.asarray(header.bins.l_edges),
                        np.asarray(header.bins.thresholds))

@@ -82,8 +82,7 @@ def sweep(runs: list[str | Path], reference: str | Path, n_maps: int | None, out
     check_writable(out)
     with output_lock(out, "sweep", comm.rank == 0, from_rank0):
         settings = {"reference_digest": ref_manifest.digest(), "n_maps": n_maps,
-                    "settings": {"stats": cfg.stats.numbers(),
-                                 **{k: cfg.to_dict()[k] for k in ("validation", "generate")}}}
+                    "settings": {k: cfg.to_dict()[k] for k in ("stats", "validation", "generate")}}
         _check_settings(out, settings)
         cache = Path(stats_cache) if stats_cache else out / "stats"
         with rank_local_work(f"{out}: cannot write"):

@@ -176,7 +176,7 @@ def check_geometry(emulator: Emulator, reference: Path, ref_manifest) -> None:
 def reference_table_path(cache: Path, ref_manifest, cfg: Config) -> Path:
     """Where the reference's statistics on cfg's bins are kept: named by the dataset and the
     stats settings, so any validation or sweep with both the same reuses them."""
-    bins_key = hashlib.sha256(json.dumps(cfg.stats.numbers(), sort_keys=True).encode()).hexdigest()[:12]
+    bins_key = hashlib.sha256(json.dumps(cfg.to_dict()["stats"], sort_keys=True).encode()).hexdigest()[:12]
     return cache / f"reference-{ref_manifest.digest()[:12]}-{bins_key}.h5"
 
 

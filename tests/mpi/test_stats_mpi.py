@@ -59,17 +59,6 @@ def test_two_ranks_give_the_same_table(serial_table, tiny_data, tmp_path):
     assert not out.with_name("train.h5.parts").exists()
 
 
-def test_maps_read_twice_give_the_same_table(serial_table, tiny_data, tmp_path):
-    """keep_read_mib=0: every chunk read (and checked) again after the sigma pass, on 2 ranks;
-    the table must not change, and the setting is not part of the recipe a rerun reuses."""
-    out = tmp_path / "train.h5"
-    run_cli("stats", tiny_data / "train", "--out", out, "--config", CONFIGS / "tiny.yaml", "--quiet",
-            "--set", "stats.keep_read_mib=0", ranks=2, check=True)
-    assert_same_table(out, serial_table)
-    run_cli("stats", tiny_data / "train", "--out", serial_table, "--config", CONFIGS / "tiny.yaml",
-            "--set", "stats.keep_read_mib=0", check=True)  # refused if the recipe differed
-
-
 def test_killed_stats_resume_computes_only_missing_chunks(tmp_path):
     data = tmp_path / "data"
     run_cli("make-data", "--config", CONFIGS / "tiny.yaml", "--out", data, "--quiet",
