@@ -383,6 +383,7 @@ class TrainConfig:
     auxiliary power-spectrum loss of the generator (0 = off; pipeline/train/aux_losses.py);
     cosmology_spectral_weight: weight of the spectral term's per-cosmology part, the squared
     bias of each training cosmology's broadband power per ring (0 = off; aux_losses.py);
+    cosmology_spectral_mean: that part judges the map mean (ring 0) too;
     fresh_params: a conditional run draws its generated maps at uniform draws over the
     training support instead of at the real batch's parameters (needs spectral_weight 0);
     lr_decay: "none" (constant learning rates) or "cosine" (from lr_* at step 0 down to
@@ -414,6 +415,7 @@ class TrainConfig:
     collective_timeout_s: float = 300.0
     spectral_weight: float = 0.0
     cosmology_spectral_weight: float = 0.0
+    cosmology_spectral_mean: bool = False
     fresh_params: bool = False
     lr_decay: Literal["none", "cosine"] = "none"
     lr_final_fraction: float = 0.1

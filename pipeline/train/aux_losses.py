@@ -46,6 +46,11 @@ that cosmology's training maps, mu_{c,r}, and averages, over every pair of disti
 
     L_cosmo = mean over rings r of  mean over pairs of  (x_b,r - mu_{c,r}) (x_b',r - mu_{c,r})
 
+over rings 1 .. N/2, or 0 .. N/2 with ``cosmology_mean`` (train.cosmology_spectral_mean):
+ring 0 is the map mean, whose variance the pooled per-mode term judges only over all
+cosmologies together; a generator can then move one cosmology's large-scale variance
+from the fundamental ring into the maps' means (docs/training-notes.md, C6).
+
 an unbiased estimate of the squared bias of the mean amplitude (the two maps are
 independent given c), with no pull on the scatter of the amplitudes from map to map:
 the square of one map's or one cosmology's deviation would shrink that scatter too,
@@ -65,11 +70,12 @@ from pipeline.data.transforms import PixelTransform
 class SpectralLoss:
     def __init__(self, size: int, target_chunks: Iterable[np.ndarray], transform: PixelTransform,
                  device: torch.device, per_cosmology: list[Iterable[np.ndarray]] | None = None,
-                 points: torch.Tensor | None = None):
+                 points: torch.Tensor | None = None, cosmology_mean: bool = False):
         """size: pixels per side N; target_chunks: training maps in kappa, as arrays (n_i, N, N),
         whose mean power per shell is the target; transform: the run's pixel transform.
         Conditional: per_cosmology, each training cosmology's chunks in place of
-        target_chunks (give []), and points (C, P), those cosmologies' normalised parameters."""
+        target_chunks (give []), and points (C, P), those cosmologies' normalised parameters;
+        cosmology_mean: the per-cosmology term judges ring 0 (the map mean) too."""
         ky = torch.fft.fftfreq(size, d=1.0 / size, device=device)
         kx = torch.fft.rfftfreq(size, d=1.0 / size, device=device)
         k2 = torch.round(ky[:, None] ** 2 + kx[None, :] ** 2).long()
@@ -96,7 +102,8 @@ class SpectralLoss:
         self.targets = target + self.floors[:, None]  # (C, n_shells), floors included
         self.log_target = torch.log(self.targets[0])
         self.points = points.to(device) if points is not None else None
-        # rings |k| = 1 .. N/2 for the per-cosmology amplitude term
+        # rings |k| = 0 or 1 .. N/2 for the per-cosmology amplitude term
+        self.first_ring = 0 if cosmology_mean else 1
         self.ring = torch.round(torch.sqrt(self.k2.to(torch.float64))).long()
         self.n_rings = int(self.ring.max()) + 1
         self.ring_counts = torch.bincount(self.ring, minlength=self.n_rings).to(torch.float32)
@@ -148,7 +155,8 @@ class SpectralLoss:
         no two maps of the batch share a cosmology."""
         kappa = self.transform.inverse(fake[:, 0].float())
         c = self.cosmology_of(params, len(fake))
-        d = self.ring_amplitude(kappa, c)[:, 1:] - self.ring_mu[c][:, 1:]   # rings 1 .. N/2
+        first = self.first_ring
+        d = self.ring_amplitude(kappa, c)[:, first:] - self.ring_mu[c][:, first:]
         pairs = (c[:, None] == c[None, :]) & ~torch.eye(len(c), dtype=torch.bool, device=c.device)
         n_pairs = pairs.sum()
         if n_pairs == 0:

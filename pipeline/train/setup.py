@@ -189,7 +189,8 @@ def build_spectral_loss(cfg: Config, data: MapDataset, transform: PixelTransform
         cosmologies = split_cosmologies(data, support)
         per = [read_sample(data, 1024, seed, 128, among=cosmologies.members(c)) for c in range(len(cosmologies.points))]
         points = support.normalise(torch.as_tensor(cosmologies.points, dtype=torch.float32))
-        spectral = SpectralLoss(size, [], transform, device, per_cosmology=per, points=points)
+        spectral = SpectralLoss(size, [], transform, device, per_cosmology=per, points=points,
+                                cosmology_mean=cfg.train.cosmology_spectral_mean)
     if per_cosmology <= 0:
         return lambda fake, params: weight * spectral(fake, params)
     return lambda fake, params: weight * spectral(fake, params) + per_cosmology * spectral.cosmology_term(fake, params)

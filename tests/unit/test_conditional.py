@@ -212,3 +212,24 @@ def test_cosmology_term_measures_each_cosmologys_amplitude_bias_not_its_scatter(
     assert abs(term(scatter)) < 0.004
     with pytest.raises(ConfigError, match="fresh_params"):
         load_config(None, ["train.fresh_params=true", "train.cosmology_spectral_weight=1"])
+
+
+def test_cosmology_term_judges_the_map_mean_only_when_asked():
+    """White-noise maps (per-map mean sd = amp / size) whose means scatter 4x too much at one
+    cosmology of two (16x the ring-0 power, every other ring as the targets'): the term over
+    rings 1 .. N/2 stays ~0; with cosmology_mean it sees ring 0 as one ring of N/2 + 1 biased
+    by ~log(16) in half the pairs."""
+    size = 16
+    low, high = scaled_noise(512, size, 0.01, 21), scaled_noise(512, size, 0.03, 22)
+    points = torch.tensor([[-1.0], [1.0]])
+    params = torch.tensor([[-1.0]] * 256 + [[1.0]] * 256)
+    maps = np.concatenate([scaled_noise(256, size, 0.01, 23), scaled_noise(256, size, 0.03, 24)])
+    maps[256:] += 3 * maps[256:].mean(axis=(1, 2), keepdims=True)  # the means 4x, the rest untouched
+    fake = WIDE.forward(torch.from_numpy(maps)[:, None])
+    terms = {}
+    for judged in (False, True):
+        loss = SpectralLoss(size, [], WIDE, torch.device("cpu"), per_cosmology=[[low], [high]], points=points,
+                            cosmology_mean=judged)
+        terms[judged] = loss.cosmology_term(fake, params).item()
+    assert abs(terms[False]) < 0.002
+    assert terms[True] == pytest.approx(0.5 * np.log(16.0) ** 2 / (size // 2 + 1), rel=0.35)
