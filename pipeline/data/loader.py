@@ -67,7 +67,13 @@ class MapDataset(Dataset):
         chunk's size costs a page fault per 4 KiB page on first touch."""
         idx = np.asarray(indices, dtype=np.int64)
         h, w = self.manifest.map_shape
-        maps = np.empty((len(idx), h, w), np.float32) if buffer is None else buffer[:len(idx)]
+        if buffer is None:
+            maps = np.empty((len(idx), h, w), np.float32)
+        elif buffer.dtype != np.float32 or buffer.shape[1:] != (h, w) or len(buffer) < len(idx):
+            raise ValueError(f"read: a buffer {buffer.dtype} {buffer.shape} cannot hold {len(idx)} maps "
+                             f"{h}x{w} float32")
+        else:
+            maps = buffer[:len(idx)]
         params = np.empty((len(idx), len(self.manifest.param_names)), np.float32)
         shard_of = np.searchsorted(self._starts, idx, side="right") - 1
         local = idx - self._starts[shard_of]

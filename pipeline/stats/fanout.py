@@ -118,7 +118,7 @@ def _compute(data: MapDataset, data_dir: Path, out: Path, cfg: StatsConfig, like
     m = data.manifest
     h, w = m.map_shape
     chunks = [range(s, min(s + cfg.chunk_size, m.n_maps)) for s in range(0, m.n_maps, cfg.chunk_size)]
-    buffer = np.empty((cfg.chunk_size, h, w), np.float32)  # every chunk of both passes is read into it
+    buffer = np.empty((len(chunks[0]), h, w), np.float32)  # every chunk of both passes is read into it
     bins = _bins(cfg, data, chunks, like_table, buffer)
     header = TableHeader(str(data_dir), m.digest(), (h, w), m.side_angle_deg, m.param_names, bins,
                          list(MOMENT_NAMES))

@@ -28,7 +28,6 @@ def test_log_bins_without_modes_are_refused():
         ell_edges(StatsConfig(ell_spacing="log", n_ell=30), 32, 1.75)
 
 
-
 def test_sigma_pass_through_one_buffer_matches_numpy(tiny_data):
     """pooled_sigma reading every chunk (the last one short) into one reused buffer gives
     numpy's float64 standard deviation of all maps; a read into a buffer is a fresh read."""
@@ -45,3 +44,5 @@ def test_sigma_pass_through_one_buffer_matches_numpy(tiny_data):
     assert np.shares_memory(maps, buffer)
     np.testing.assert_array_equal(maps, all_maps[150:])
     np.testing.assert_array_equal(params, data.read(np.arange(150, 192))[1])
+    with pytest.raises(ValueError, match="cannot hold 51 maps"):
+        data.read(np.arange(51), buffer)
