@@ -320,6 +320,9 @@ class ModelConfig:
     of the parameters with D's pooled features, added to the logit), "planes" (one
     constant input channel per parameter, as NERSC's PyTorch CosmoGAN port did) or
     "projection+planes". Parameters enter normalised over the training support.
+    g_large_scale_rings: a conditional G's R lowest rings of |k| (1 .. R) get a gain of
+    each parameter's choosing before tanh (pipeline/models/dcgan.py, LargeScaleGain;
+    0 = off).
     """
 
     image_size: int = 0
@@ -333,6 +336,7 @@ class ModelConfig:
     condition_on: list[str] = dataclasses.field(default_factory=list)
     g_conditioning: Literal["film", "concat", "film+concat"] = "film"
     d_conditioning: Literal["projection", "planes", "projection+planes"] = "projection"
+    g_large_scale_rings: int = 0
 
     def validate(self, where: str) -> None:
         _non_negative(self.image_size, f"{where}.image_size")
@@ -384,6 +388,9 @@ class TrainConfig:
     cosmology_spectral_weight: weight of the spectral term's per-cosmology part, the squared
     bias of each training cosmology's broadband power per ring (0 = off; aux_losses.py);
     cosmology_spectral_mean: that part judges the map mean (ring 0) too;
+    cosmology_spectral_focus: that part weighs each (cosmology, ring) cell by a moving
+    average of its squared bias, decaying by this factor per step (0 = every cell alike;
+    ~0.995 averages the last ~200 steps; aux_losses.py);
     fresh_params: a conditional run draws its generated maps at uniform draws over the
     training support instead of at the real batch's parameters (needs spectral_weight 0);
     lr_decay: "none" (constant learning rates) or "cosine" (from lr_* at step 0 down to
@@ -416,6 +423,7 @@ class TrainConfig:
     spectral_weight: float = 0.0
     cosmology_spectral_weight: float = 0.0
     cosmology_spectral_mean: bool = False
+    cosmology_spectral_focus: float = 0.0
     fresh_params: bool = False
     lr_decay: Literal["none", "cosine"] = "none"
     lr_final_fraction: float = 0.1
@@ -431,7 +439,7 @@ class TrainConfig:
         for name in ("steps", "lr_g", "lr_d", "checkpoint_every", "keep_checkpoints", "log_every",
                      "sample_every", "fidelity_every", "fidelity_maps"):
             _positive(getattr(self, name), f"{where}.{name}")
-        for name in ("beta1", "beta2", "label_flip", "ema_decay"):
+        for name in ("beta1", "beta2", "label_flip", "ema_decay", "cosmology_spectral_focus"):
             value = getattr(self, name)
             if not 0 <= value < 1:
                 raise ConfigError(f"{where}.{name}: must be in [0, 1), got {value}")

@@ -119,20 +119,65 @@ class Generator(nn.Module):
         if n_params and "film" in args.g_conditioning:
             widths = {"bn0": 8 * g, "bn1": 4 * g, "bn2": 2 * g, "bn3": g}
             self.film = ParamFiLM(n_params, widths)
+        self.large_scale = None
+        if n_params and args.g_large_scale_rings:
+            self.large_scale = LargeScaleGain(n_params, args.g_large_scale_rings, args.image_size)
 
     def forward(self, z: torch.Tensor, params: torch.Tensor | None = None) -> torch.Tensor:
         """z: (B, z_dim), params: (B, P) normalised conditioning values ((B, 0) or None for an
         unconditional model) -> (B, 1, H, W) in (-1, 1) (transformed pixels, not kappa)."""
-        if self.film is None and not self.concat:
+        if self.film is None and not self.concat and self.large_scale is None:
             return self.main(z)
         h = torch.cat([z, params.to(z.dtype)], 1) if self.concat else z
         films = self.film(params) if self.film is not None else {}
         for name, layer in self.main.named_children():
+            if name == "tanh" and self.large_scale is not None:
+                h = self.large_scale(h, params)
             h = layer(h)
             if name in films:
                 gain, bias = films[name]
                 h = h * gain.to(h.dtype) + bias.to(h.dtype)
         return h
+
+
+class LargeScaleGain(nn.Module):
+    """A gain of the parameters on the largest scales: the map before tanh (B, 1, N, N), in
+    Fourier space, has every mode of ring r = round(|k|) in 1 .. R multiplied by
+    exp(a_r(p)), a: P -> 32 (ReLU) -> R, the last layer starting at zero (the identity).
+
+    Why: FiLM gives each channel of G one gain per cosmology over all of space, so the
+    balance of the fundamental ring against the next is set by fixed spatial weights; the
+    conditional runs kept the fundamental 15-23% low where the physical spectrum is
+    steepest (low Omega_m, low sigma_8) while every other ring was right, and no weight of
+    the auxiliary terms on G's shared weights moved it (docs/training-notes.md, C7). R
+    dedicated outputs give the per-cosmology amplitude of those rings a parameter of its
+    own, which Adam steps at full rate however small its share of the gradient."""
+
+    HIDDEN = 32
+
+    def __init__(self, n_params: int, rings: int, size: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(n_params, self.HIDDEN), nn.ReLU(inplace=True), nn.Linear(self.HIDDEN, rings))
+        ky = torch.fft.fftfreq(size, d=1.0 / size)
+        kx = torch.fft.rfftfreq(size, d=1.0 / size)
+        ring = torch.round(torch.sqrt(ky[:, None] ** 2 + kx[None, :] ** 2)).long()
+        # each rfft2 mode's column in [0, a_1 .. a_R]: 0 (no gain) outside rings 1 .. R
+        self.register_buffer("column", torch.where((ring >= 1) & (ring <= rings), ring, 0), persistent=False)
+        self.reset()
+
+    def reset(self) -> None:
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def log_gains(self, params: torch.Tensor) -> torch.Tensor:
+        """[0, a_1(p) .. a_R(p)] (B, R + 1): each ring's log amplitude gain, 0 for the others."""
+        a = self.net(params.float())
+        return torch.cat([torch.zeros_like(a[:, :1]), a], 1)
+
+    def forward(self, h: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        gain = torch.exp(self.log_gains(params))[:, self.column]       # (B, N, N/2 + 1)
+        spectrum = torch.fft.rfft2(h.float()) * gain[:, None]
+        return torch.fft.irfft2(spectrum, s=h.shape[-2:]).to(h.dtype).contiguous(memory_format=_format_of(h))
 
 
 class ParamFiLM(nn.Module):
@@ -287,6 +332,8 @@ def build_models(args: ModelArgs) -> tuple[Generator, Discriminator]:
     G.apply(weights_init)
     if G.film is not None:
         G.film.reset_heads()  # FiLM starts as the identity (weights_init drew its heads)
+    if G.large_scale is not None:
+        G.large_scale.reset()  # likewise the large-scale gain
     D = Discriminator(args)
     D.apply(weights_init)
     return G, D

@@ -44,6 +44,10 @@ class Backend:
         """Average scalar metrics over ranks."""
         raise NotImplementedError
 
+    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The elementwise sum of ``tensor`` over ranks, on every rank (a new tensor)."""
+        raise NotImplementedError
+
     def allgather_object(self, obj) -> list:
         """Every rank's ``obj`` (picklable), in rank order."""
         raise NotImplementedError
@@ -83,6 +87,9 @@ class SingleBackend(Backend):
 
     def mean(self, values):
         return dict(values)
+
+    def sum(self, tensor):
+        return tensor.clone()
 
     def allgather_object(self, obj):
         return [obj]
@@ -149,6 +156,11 @@ class DDPBackend(Backend):
         self.dist.all_reduce(t)
         return {k: float(v) / self.world_size for k, v in zip(keys, t.tolist())}
 
+    def sum(self, tensor):
+        out = tensor.detach().clone()
+        self.dist.all_reduce(out)
+        return out
+
     def allgather_object(self, obj):
         out = [None] * self.world_size
         self.dist.all_gather_object(out, obj)
@@ -213,6 +225,9 @@ class HorovodBackend(Backend):
         t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
         t = self.hvd.allreduce(t, op=self.hvd.Average, name="metrics")
         return dict(zip(keys, t.tolist()))
+
+    def sum(self, tensor):
+        return self.hvd.allreduce(tensor.detach(), op=self.hvd.Sum, name="sum")
 
     def allgather_object(self, obj):
         return self.hvd.allgather_object(obj)

@@ -113,6 +113,10 @@ class Trainer:
             self.state.register(name, part)
         if self.ema is not None:
             self.state.register("generator_ema", self.ema, optional=True)
+        self.aux = setup.build_spectral_loss(cfg, self.data.loader.data, self.transform, self.args.image_size,
+                                             backend, self.support)
+        if self.aux is not None and self.aux.loss.focus > 0:  # switched on at a resume: starts uniform
+            self.state.register("spectral_focus", self.aux.loss, optional=True)
         self.resumed_from = None
         if resume:
             skip = ("loader",) if self.data_changed else ()
@@ -128,10 +132,8 @@ class Trainer:
         if tc.compile:
             train_gen, train_disc, frozen_disc = (torch.compile(m) for m in (train_gen, train_disc, frozen_disc))
         backend.broadcast_state([self.gen, self.disc], [opt_g, opt_d])
-        aux = setup.build_spectral_loss(cfg, self.data.loader.data, self.transform, self.args.image_size,
-                                        backend.device, self.support)
         self.parts = GANParts(train_gen, train_disc, opt_g, opt_d, scaler, self.autocast, self.memory_format,
-                              frozen_disc, aux)
+                              frozen_disc, self.aux)
         self.fixed_z = torch.randn(16, self.args.z_dim, generator=torch.Generator().manual_seed(
             seed_from(tc.seed, setup.SAMPLE_NOISE)))
         self.fixed_params = sample_grid_params(self.support, 16)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -174,26 +173,43 @@ def autocast_for(precision: str, device: torch.device) -> contextlib.AbstractCon
     return torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
 
 
+@dataclass
+class SpectralTerms:
+    """The generator's weighted auxiliary loss ``f(fake, params)``: the per-mode spectral
+    term (train.spectral_weight) plus, for a conditional run, its per-cosmology part
+    (train.cosmology_spectral_weight). ``loss`` holds the focus state that checkpoints keep."""
+
+    loss: SpectralLoss
+    weight: float
+    cosmology_weight: float
+
+    def __call__(self, fake: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        total = self.weight * self.loss(fake, params)
+        if self.cosmology_weight > 0:
+            total = total + self.cosmology_weight * self.loss.cosmology_term(fake, params)
+        return total
+
+
 def build_spectral_loss(cfg: Config, data: MapDataset, transform: PixelTransform, size: int,
-                        device: torch.device, support: ParamSupport) -> Callable | None:
-    """The weighted power-spectrum term ``f(fake, params)`` (train.spectral_weight), or None.
-    Its target: 1024 training maps drawn from the whole split (error ~1/sqrt(n modes)); for
+                        backend: Backend, support: ParamSupport) -> SpectralTerms | None:
+    """The weighted power-spectrum terms (train.spectral_weight, cosmology_spectral_weight), or None.
+    Their target: 1024 training maps drawn from the whole split (error ~1/sqrt(n modes)); for
     a conditional run, up to 1024 maps of each training cosmology, that cosmology's own."""
-    weight, per_cosmology = cfg.train.spectral_weight, cfg.train.cosmology_spectral_weight
-    if weight <= 0 and per_cosmology <= 0:
+    tc = cfg.train
+    if tc.spectral_weight <= 0 and tc.cosmology_spectral_weight <= 0:
         return None
-    seed = seed_from(cfg.train.seed, FIT_SAMPLE, 1)
+    seed = seed_from(tc.seed, FIT_SAMPLE, 1)
     if not support.conditional:
-        spectral = SpectralLoss(size, read_sample(data, 1024, seed, 128), transform, device)
+        spectral = SpectralLoss(size, read_sample(data, 1024, seed, 128), transform, backend.device)
     else:
         cosmologies = split_cosmologies(data, support)
         per = [read_sample(data, 1024, seed, 128, among=cosmologies.members(c)) for c in range(len(cosmologies.points))]
         points = support.normalise(torch.as_tensor(cosmologies.points, dtype=torch.float32))
-        spectral = SpectralLoss(size, [], transform, device, per_cosmology=per, points=points,
-                                cosmology_mean=cfg.train.cosmology_spectral_mean)
-    if per_cosmology <= 0:
-        return lambda fake, params: weight * spectral(fake, params)
-    return lambda fake, params: weight * spectral(fake, params) + per_cosmology * spectral.cosmology_term(fake, params)
+        focus = tc.cosmology_spectral_focus if tc.cosmology_spectral_weight > 0 else 0.0
+        spectral = SpectralLoss(size, [], transform, backend.device, per_cosmology=per, points=points,
+                                cosmology_mean=tc.cosmology_spectral_mean, focus=focus,
+                                pool=backend.sum if backend.world_size > 1 else None)
+    return SpectralTerms(spectral, tc.spectral_weight, tc.cosmology_spectral_weight)
 
 
 def build_ema(gen, tc: TrainConfig, batch_size: int, z_dim: int, n_params: int = 0) -> GeneratorEMA | None:

@@ -211,8 +211,11 @@ def test_validate_bad_inputs(cond_run, cond_data, tmp_path):
 
 
 def test_a_killed_conditional_run_resumes_exactly(cond_data, tmp_path):
+    """With the per-cosmology term focused: its moving sums are in the checkpoints, so the
+    resumed run ends in the same state, those sums included."""
     base = ["train", "--config", str(TINY), "--data", str(cond_data), "--quiet", "--set", "train.steps=24",
-            "--set", "train.checkpoint_every=4", "--set", "train.keep_checkpoints=100", *CONDITIONAL]
+            "--set", "train.checkpoint_every=4", "--set", "train.keep_checkpoints=100", *CONDITIONAL,
+            "--set", "train.cosmology_spectral_weight=5", "--set", "train.cosmology_spectral_focus=0.9"]
     run_cli(*base, "--run", tmp_path / "whole", check=True)
     run = tmp_path / "killed"
     cmd = [sys.executable, "-m", "pipeline", *base, "--run", str(run)]
@@ -230,6 +233,7 @@ def test_a_killed_conditional_run_resumes_exactly(cond_data, tmp_path):
     run_cli(*cmd[3:], check=True)
     a, b = last_checkpoint(run), last_checkpoint(tmp_path / "whole")
     assert a.step == b.step == 24 and a.support == b.support
+    assert a.parts["spectral_focus"]["map_count"].sum() > 0
     assert_same_state(a.parts, b.parts)
 
 

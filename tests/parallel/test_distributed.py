@@ -58,6 +58,15 @@ def test_parameters_identical_on_all_ranks_after_every_step(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_sum_over_ranks_is_the_same_float64_sum_on_every_rank(backend):
+    """Backend.sum (the spectral focus pools its moving sums with it): rank r holds (r + 1) x a
+    tensor, so both ranks get 3 x it, in float64 (1e-300 survives), the input untouched."""
+    out = two_rank_script(backend, "sum")
+    assert out["sums"] == [[[3.0, 1.5], [30.0, 3e-300]]] * 2
+    assert out["dtype"] == "torch.float64" and out["kept"] == 1.0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_two_ranks_of_batch_b_step_like_one_rank_of_batch_2b(backend):
     """With BatchNorm in eval mode each map's gradient is independent of its batch, so the
     mean over 2 x 4 maps equals the mean over 8. Tolerance 1e-6: float32 sums in another

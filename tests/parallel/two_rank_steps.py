@@ -6,6 +6,7 @@ MODE "identical": 4 steps on rank-specific data; reports a checksum of every ran
 MODE "equivalence": BatchNorm in eval mode (per-map, so the global batch splits exactly);
     3 steps of per-rank batch 4 on 2 ranks against 3 steps of batch 8 in one process,
     computed on rank 0 from the same initial weights; reports the largest difference.
+MODE "sum": Backend.sum of a float64 tensor that differs by rank; reports every rank's result.
 """
 
 import copy
@@ -46,6 +47,14 @@ def main(backend_name, mode):
     torch.set_num_threads(1)
     comm = world()
     backend = make_backend(backend_name, "cpu")
+    if mode == "sum":
+        mine = torch.tensor([[1.0, 0.5], [10.0, 1e-300]], dtype=torch.float64) * (comm.rank + 1)
+        summed = backend.sum(mine)
+        out = {"sums": comm.allgather(summed.tolist()), "dtype": str(summed.dtype), "kept": mine[0, 0].item()}
+        if comm.rank == 0:
+            print(json.dumps(out), flush=True)
+        backend.close()
+        return
     torch.manual_seed(0)
     gen, disc = build_models(ARGS)
     if mode == "equivalence":

@@ -233,3 +233,122 @@ def test_cosmology_term_judges_the_map_mean_only_when_asked():
         terms[judged] = loss.cosmology_term(fake, params).item()
     assert abs(terms[False]) < 0.002
     assert terms[True] == pytest.approx(0.5 * np.log(16.0) ** 2 / (size // 2 + 1), rel=0.35)
+
+
+def focus_loss(size=16, focus=0.5, pool=None):
+    low, high = scaled_noise(512, size, 0.01, 31), scaled_noise(512, size, 0.03, 32)
+    return SpectralLoss(size, [], WIDE, torch.device("cpu"), per_cosmology=[[low], [high]],
+                        points=torch.tensor([[-1.0], [1.0]]), focus=focus, pool=pool)
+
+
+def focus_batch(n, seed, brighter=1.0, size=16):
+    """n maps at each of the two cosmologies of focus_loss, cosmology 1's amplitude x brighter."""
+    maps = np.concatenate([scaled_noise(n, size, 0.01, seed), scaled_noise(n, size, 0.03 * brighter, seed + 1)])
+    return WIDE.forward(torch.from_numpy(maps)[:, None]), torch.tensor([[-1.0]] * n + [[1.0]] * n)
+
+
+def deviations(loss, fake, params):
+    c = loss.cosmology_of(params, len(fake))
+    return (loss.ring_amplitude(WIDE.inverse(fake[:, 0]), c) - loss.ring_mu[c])[:, 1:].double().numpy(), c.numpy()
+
+
+def test_focused_cosmology_term_against_its_formula_by_hand():
+    """Two steps by hand: the moving mean m of each (cosmology, ring) cell's deviations
+    (decay 0.5: the first step's sums and counts halved, then the second's added), the
+    weights max(m^2, FOCUS_FLOOR) over their mean, and the term, the mean of w m x over
+    maps and rings; to 1e-6 (float32 deviations)."""
+    from pipeline.train.aux_losses import FOCUS_FLOOR
+
+    loss = focus_loss()
+    steps = [focus_batch(256, 40, 1.1), focus_batch(128, 50, 1.1)]
+    sums, counts = np.zeros((2, 8)), np.zeros(2)
+    for fake, params in steps:
+        d, c = deviations(loss, fake, params)
+        sums = 0.5 * sums + np.stack([d[c == k].sum(0) for k in (0, 1)])
+        counts = 0.5 * counts + np.bincount(c, minlength=2)
+        m = sums / counts[:, None]
+        w = np.maximum(m ** 2, FOCUS_FLOOR)
+        w /= w.mean()
+        expected = (w[c] * m[c] * d).mean()
+        assert loss.cosmology_term(fake, params).item() == pytest.approx(expected, rel=1e-6, abs=1e-9)
+    np.testing.assert_allclose(loss.cell_bias().numpy(), m, rtol=1e-6)
+    # cosmology 1, 10% brighter (log 1.21 in power), is the cell the weights favour
+    assert m[1].mean() == pytest.approx(np.log(1.21), rel=0.2) and abs(m[0]).max() < 0.05
+    assert loss.cell_weights()[1].min() > 5 * loss.cell_weights()[0].max()
+
+
+def test_focused_term_pulls_a_biased_cosmology_back_and_leaves_a_right_one():
+    """The gradient of the focused term with respect to each cosmology's amplitude: positive
+    where the maps are too bright (the term falls as they dim), ~0 where they are right."""
+    loss = focus_loss()
+    fake, params = focus_batch(256, 60, 1.1)
+    kappa = WIDE.inverse(fake[:, 0])
+    gain = torch.ones(2, requires_grad=True)
+    c = loss.cosmology_of(params, len(fake))
+    loss.cosmology_term(WIDE.forward(kappa * gain[c][:, None, None])[:, None], params).backward()
+    assert gain.grad[1] > 0.05 and abs(gain.grad[0]) < 0.1 * gain.grad[1]
+
+
+def test_focused_term_pools_over_ranks_like_one_process_over_the_whole_batch():
+    """Rank a's sums plus rank b's (what Backend.sum gives both) make the state one process
+    gets from both batches together."""
+    part_a, part_b = focus_batch(8, 70, 1.2), focus_batch(12, 80, 1.2)
+    rank_b = focus_loss()
+    rank_b.cosmology_term(*part_b)  # from zero: its state after one step is its sums and counts
+    from_b = torch.cat([rank_b.deviation_sum, rank_b.map_count[:, None]], 1)
+    rank_a = focus_loss(pool=lambda t: t + from_b)
+    rank_a.cosmology_term(*part_a)
+    whole = focus_loss()
+    whole.cosmology_term(torch.cat([part_a[0], part_b[0]]), torch.cat([part_a[1], part_b[1]]))
+    np.testing.assert_allclose(rank_a.cell_bias().numpy(), whole.cell_bias().numpy(), rtol=1e-6)
+    np.testing.assert_allclose(rank_a.map_count.numpy(), whole.map_count.numpy())
+
+
+def test_focus_state_round_trips_and_refuses_another_design():
+    loss = focus_loss()
+    loss.cosmology_term(*focus_batch(8, 90, 1.1))
+    again = focus_loss()
+    again.load_state_dict(loss.state_dict())
+    np.testing.assert_array_equal(again.cell_bias().numpy(), loss.cell_bias().numpy())
+    other = SpectralLoss(16, [], WIDE, torch.device("cpu"), per_cosmology=[[scaled_noise(64, 16, 0.01, 1)]] * 3,
+                         points=torch.tensor([[-1.0], [0.0], [1.0]]), focus=0.5)
+    with pytest.raises(ValueError, match="deviation_sum of shape"):
+        other.load_state_dict(loss.state_dict())
+    with pytest.raises(ConfigError, match="cosmology_spectral_focus: must be in"):
+        load_config(None, ["train.cosmology_spectral_focus=1"])
+
+
+def test_large_scale_gain_starts_as_the_identity_and_scales_only_its_rings():
+    """LargeScaleGain: zero-initialised, it returns its input (to float32 round-off of an FFT
+    pair); with log gain log 2 on ring 1 and -log 2 on ring 3 the power of ring 1 is 4x,
+    ring 3's 1/4x, and every other mode's (ring 0, 2 and >= 4) unchanged, at every map."""
+    from pipeline.models.dcgan import LargeScaleGain
+
+    size = 32
+    gain = LargeScaleGain(2, 3, size)
+    h = torch.randn(5, 1, size, size)
+    params = torch.rand(5, 2) * 2 - 1
+    torch.testing.assert_close(gain(h, params), h, atol=1e-5, rtol=0)
+    with torch.no_grad():
+        gain.net[-1].bias.copy_(torch.tensor([np.log(2.0), 0.0, -np.log(2.0)]))
+    ratio = (torch.fft.rfft2(gain(h, params)).abs() / torch.fft.rfft2(h).abs()).square()
+    ky, kx = np.fft.fftfreq(size, 1 / size), np.fft.rfftfreq(size, 1 / size)
+    ring = torch.as_tensor(np.rint(np.hypot(ky[:, None], kx[None, :])))
+    expected = torch.where(ring == 1, 4.0, torch.where(ring == 3, 0.25, 1.0)).expand_as(ratio[:, 0])
+    torch.testing.assert_close(ratio[:, 0], expected.float(), rtol=1e-3, atol=0)
+
+
+def test_large_scale_rings_need_a_conditional_model_and_fit_the_map():
+    z, params = torch.randn(3, 8), torch.rand(3, 2) * 2 - 1
+    plain = conditional_args()
+    torch.manual_seed(0)
+    with_gain, _ = build_models(conditional_args(g_large_scale_rings=4))
+    torch.manual_seed(0)
+    without, _ = build_models(plain)
+    with_gain.eval(), without.eval()
+    # starts as G does, to the round-off of a float32 FFT pair on pre-tanh values of O(10)
+    torch.testing.assert_close(with_gain(z, params), without(z, params), atol=1e-4, rtol=0)
+    with pytest.raises(ModelArgsError, match="needs a conditional model"):
+        ModelArgs(image_size=32, g_large_scale_rings=2)
+    with pytest.raises(ModelArgsError, match="must be in 0 .. 16"):
+        conditional_args(g_large_scale_rings=17)

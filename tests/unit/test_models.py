@@ -253,7 +253,8 @@ def test_model_args_round_trip():
     args = ModelArgs.from_config(cfg, 64)
     assert args.to_dict() == {"image_size": 64, "z_dim": 32, "g_channels": 16, "d_channels": 8,
                               "kernel_size": 3, "upsample": "resize_conv", "padding": "zeros", "d_minibatch_std": 0,
-                              "condition_on": [], "g_conditioning": "film", "d_conditioning": "projection"}
+                              "condition_on": [], "g_conditioning": "film", "d_conditioning": "projection",
+                              "g_large_scale_rings": 0}
     restored = ModelArgs.from_dict(json.loads(json.dumps(args.to_dict())))
     assert restored == args
     with pytest.raises(dataclasses.FrozenInstanceError):
