@@ -388,9 +388,10 @@ class TrainConfig:
     cosmology_spectral_weight: weight of the spectral term's per-cosmology part, the squared
     bias of each training cosmology's broadband power per ring (0 = off; aux_losses.py);
     cosmology_spectral_mean: that part judges the map mean (ring 0) too;
-    cosmology_spectral_focus: that part weighs each (cosmology, ring) cell by a moving
-    average of its squared bias, decaying by this factor per step (0 = every cell alike;
-    ~0.995 averages the last ~200 steps; aux_losses.py);
+    cosmology_spectral_focus: that part pulls each map by a moving mean of its
+    (cosmology, ring) cell's deviation, decaying by this factor per step, and weighs each
+    cell by that mean's square (0 = off: the batch's pairs, every cell alike; ~0.99
+    averages the last ~100 steps; aux_losses.py);
     fresh_params: a conditional run draws its generated maps at uniform draws over the
     training support instead of at the real batch's parameters (needs spectral_weight 0);
     lr_decay: "none" (constant learning rates) or "cosine" (from lr_* at step 0 down to

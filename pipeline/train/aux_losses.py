@@ -157,9 +157,9 @@ class SpectralLoss:
         """m (C, R'): each (cosmology, ring) cell's moving mean deviation (0 where no map was seen)."""
         return self.deviation_sum / self.map_count.clamp(min=1e-300)[:, None]
 
-    def cell_weights(self) -> torch.Tensor:
-        """w (C, R'): each cell's weight in the focused term, mean 1."""
-        w = self.cell_bias().square().clamp(min=FOCUS_FLOOR)
+    def cell_weights(self, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """w (C, R'): each cell's weight in the focused term, mean 1, from ``bias`` (cell_bias())."""
+        w = (self.cell_bias() if bias is None else bias).square().clamp(min=FOCUS_FLOOR)
         return w / w.mean()
 
     def _update_focus(self, d: torch.Tensor, c: torch.Tensor) -> None:
@@ -221,7 +221,8 @@ class SpectralLoss:
         d = self.ring_amplitude(kappa, c)[:, first:] - self.ring_mu[c][:, first:]
         if self.focus > 0:
             self._update_focus(d, c)
-            pull = (self.cell_weights() * self.cell_bias())[c].to(d.dtype)
+            bias = self.cell_bias()
+            pull = (self.cell_weights(bias) * bias)[c].to(d.dtype)
             return (pull * d).sum() / d.numel()
         pairs = (c[:, None] == c[None, :]) & ~torch.eye(len(c), dtype=torch.bool, device=c.device)
         n_pairs = pairs.sum()
