@@ -392,6 +392,9 @@ class TrainConfig:
     (cosmology, ring) cell's deviation, decaying by this factor per step, and weighs each
     cell by that mean's square (0 = off: the batch's pairs, every cell alike; ~0.99
     averages the last ~100 steps; aux_losses.py);
+    distribution_weight: weight of the per-map distribution term, the energy distance of
+    each map's pixel moments, soft V0 and ring powers from those of training maps (0 = off;
+    one cosmology only; pipeline/train/distribution_loss.py);
     fresh_params: a conditional run draws its generated maps at uniform draws over the
     training support instead of at the real batch's parameters (needs spectral_weight 0);
     lr_decay: "none" (constant learning rates) or "cosine" (from lr_* at step 0 down to
@@ -425,6 +428,7 @@ class TrainConfig:
     cosmology_spectral_weight: float = 0.0
     cosmology_spectral_mean: bool = False
     cosmology_spectral_focus: float = 0.0
+    distribution_weight: float = 0.0
     fresh_params: bool = False
     lr_decay: Literal["none", "cosine"] = "none"
     lr_final_fraction: float = 0.1
@@ -451,6 +455,7 @@ class TrainConfig:
         _positive(self.collective_timeout_s, f"{where}.collective_timeout_s")
         _non_negative(self.spectral_weight, f"{where}.spectral_weight")
         _non_negative(self.cosmology_spectral_weight, f"{where}.cosmology_spectral_weight")
+        _non_negative(self.distribution_weight, f"{where}.distribution_weight")
         if self.fresh_params and (self.spectral_weight > 0 or self.cosmology_spectral_weight > 0):
             raise ConfigError(f"{where}.fresh_params: the spectral term's targets exist only at the training "
                               "cosmologies; set train.spectral_weight and cosmology_spectral_weight to 0 to draw "

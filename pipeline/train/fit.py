@@ -113,9 +113,9 @@ class Trainer:
             self.state.register(name, part)
         if self.ema is not None:
             self.state.register("generator_ema", self.ema, optional=True)
-        self.aux = setup.build_spectral_loss(cfg, self.data.loader.data, self.transform, self.args.image_size,
-                                             backend, self.support)
-        if self.aux is not None and self.aux.loss.focus > 0:  # switched on at a resume: starts uniform
+        self.aux = setup.build_auxiliary_loss(cfg, self.data.loader.data, self.transform, self.args.image_size,
+                                              backend, self.support)
+        if self.aux is not None and self.aux.loss is not None and self.aux.loss.focus > 0:  # on at a resume: uniform
             self.state.register("spectral_focus", self.aux.loss, optional=True)
         self.resumed_from = None
         if resume:

@@ -23,6 +23,7 @@ from pipeline.models.conditioning import ParamSupport, distinct_rows
 from pipeline.models.dcgan import build_models
 from pipeline.parallel.backend import Backend
 from pipeline.train.aux_losses import SpectralLoss
+from pipeline.train.distribution_loss import PerMapDistributionLoss
 from pipeline.train.ema import GeneratorEMA
 
 # The seed streams of training: (seed, STREAM, ...) words for np.random.SeedSequence.
@@ -174,42 +175,63 @@ def autocast_for(precision: str, device: torch.device) -> contextlib.AbstractCon
 
 
 @dataclass
-class SpectralTerms:
+class AuxiliaryTerms:
     """The generator's weighted auxiliary loss ``f(fake, params)``: the per-mode spectral
     term (train.spectral_weight) plus, for a conditional run, its per-cosmology part
-    (train.cosmology_spectral_weight). ``loss`` holds the focus state that checkpoints keep."""
+    (train.cosmology_spectral_weight), and the per-map distribution term
+    (train.distribution_weight). ``loss`` (the spectral term, or None) holds the focus
+    state that checkpoints keep."""
 
-    loss: SpectralLoss
+    loss: SpectralLoss | None
     weight: float
     cosmology_weight: float
+    distribution: PerMapDistributionLoss | None = None
+    distribution_weight: float = 0.0
 
     def __call__(self, fake: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        total = self.weight * self.loss(fake, params)
+        total = fake.new_zeros(())
+        if self.weight > 0:
+            total = total + self.weight * self.loss(fake, params)
         if self.cosmology_weight > 0:
             total = total + self.cosmology_weight * self.loss.cosmology_term(fake, params)
+        if self.distribution is not None:
+            total = total + self.distribution_weight * self.distribution(fake, params)
         return total
 
 
-def build_spectral_loss(cfg: Config, data: MapDataset, transform: PixelTransform, size: int,
-                        backend: Backend, support: ParamSupport) -> SpectralTerms | None:
-    """The weighted power-spectrum terms (train.spectral_weight, cosmology_spectral_weight), or None.
-    Their target: 1024 training maps drawn from the whole split (error ~1/sqrt(n modes)); for
-    a conditional run, up to 1024 maps of each training cosmology, that cosmology's own."""
+def build_auxiliary_loss(cfg: Config, data: MapDataset, transform: PixelTransform, size: int,
+                         backend: Backend, support: ParamSupport) -> AuxiliaryTerms | None:
+    """The weighted auxiliary terms (train.spectral_weight, cosmology_spectral_weight,
+    distribution_weight), or None when all are 0. The spectral target: 1024 training maps
+    drawn from the whole split (error ~1/sqrt(n modes)); for a conditional run, up to 1024
+    maps of each training cosmology, that cosmology's own. The distribution term's bank:
+    2048 training maps drawn the same way (another draw)."""
     tc = cfg.train
-    if tc.spectral_weight <= 0 and tc.cosmology_spectral_weight <= 0:
+    if tc.spectral_weight <= 0 and tc.cosmology_spectral_weight <= 0 and tc.distribution_weight <= 0:
         return None
+    if tc.distribution_weight > 0 and support.conditional:
+        raise ConfigError("train.distribution_weight: the per-map distribution term is built for one cosmology "
+                          "(an unconditional run) so far; set it to 0 for a conditional run")
     seed = seed_from(tc.seed, FIT_SAMPLE, 1)
-    if not support.conditional:
-        spectral = SpectralLoss(size, read_sample(data, 1024, seed, 128), transform, backend.device)
-    else:
-        cosmologies = split_cosmologies(data, support)
-        per = [read_sample(data, 1024, seed, 128, among=cosmologies.members(c)) for c in range(len(cosmologies.points))]
-        points = support.normalise(torch.as_tensor(cosmologies.points, dtype=torch.float32))
-        focus = tc.cosmology_spectral_focus if tc.cosmology_spectral_weight > 0 else 0.0
-        spectral = SpectralLoss(size, [], transform, backend.device, per_cosmology=per, points=points,
-                                cosmology_mean=tc.cosmology_spectral_mean, focus=focus,
-                                pool=backend.sum if backend.world_size > 1 else None)
-    return SpectralTerms(spectral, tc.spectral_weight, tc.cosmology_spectral_weight)
+    spectral = None
+    if tc.spectral_weight > 0 or tc.cosmology_spectral_weight > 0:
+        if not support.conditional:
+            spectral = SpectralLoss(size, read_sample(data, 1024, seed, 128), transform, backend.device)
+        else:
+            cosmologies = split_cosmologies(data, support)
+            per = [read_sample(data, 1024, seed, 128, among=cosmologies.members(c))
+                   for c in range(len(cosmologies.points))]
+            points = support.normalise(torch.as_tensor(cosmologies.points, dtype=torch.float32))
+            focus = tc.cosmology_spectral_focus if tc.cosmology_spectral_weight > 0 else 0.0
+            spectral = SpectralLoss(size, [], transform, backend.device, per_cosmology=per, points=points,
+                                    cosmology_mean=tc.cosmology_spectral_mean, focus=focus,
+                                    pool=backend.sum if backend.world_size > 1 else None)
+    distribution = None
+    if tc.distribution_weight > 0:
+        distribution = PerMapDistributionLoss(size, read_sample(data, 2048, seed_from(tc.seed, FIT_SAMPLE, 2), 256),
+                                              transform, backend.device)
+    return AuxiliaryTerms(spectral, tc.spectral_weight, tc.cosmology_spectral_weight, distribution,
+                          tc.distribution_weight)
 
 
 def build_ema(gen, tc: TrainConfig, batch_size: int, z_dim: int, n_params: int = 0) -> GeneratorEMA | None:

@@ -1,0 +1,115 @@
+"""Auxiliary generator loss: match the distribution over maps of per-map summaries.
+
+The spectral term matches the mean power of every mode, but a scientist's covariance or
+likelihood needs each map's statistics distributed as the simulations' are. The
+quickstart run's maps had the right mean spectrum while each map's pixel skewness sat
+1.6 reference standard deviations too high and its pixel sigma 0.6 too high with 12%
+too little spread (docs/training-notes.md, benchmarks/per_map_moments.py). This term
+compares, one summary at a time, the generated batch's values with those of a bank of
+training maps by the energy distance (Szekely & Rizzo 2013), in 1D
+
+    D = 2 E|X - Y| - E|X - X'| - E|Y - Y'|,
+
+X a generated map's summary, Y a training map's, each in units of the training maps'
+per-map standard deviation of that summary. D is 0 only when the two distributions are
+equal (it is twice the integrated squared difference of their CDFs), so it pulls means,
+spreads and shapes alike; E|X - X'| is estimated over the batch's distinct pairs (a
+U-statistic) and E|X - Y| over the whole bank, so the estimate is unbiased and its
+gradient does not favour a narrower or wider batch. The summaries, all in kappa: each
+map's pixel mean, sigma and skewness; the area fraction above thresholds at
+THRESHOLDS_SIGMA x the bank's pixel sigma about its mean (V0, through a logistic step
+of width SOFTNESS_SIGMA sigma, so that it has a gradient); and the log of the map's
+mean power in each ring of integer |k| from 1 to N/4 (the statistics' ell range, half
+Nyquist). The loss is D averaged over the summaries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import torch
+
+from pipeline.data.transforms import PixelTransform
+
+#: V0 thresholds, in the bank's pixel sigma about its mean: the -2..3 sigma of the
+#: statistics, less the tails where a 64x64 map has a handful of pixels.
+THRESHOLDS_SIGMA = (-1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 2.5)
+#: Width of the logistic step of the soft V0, in pixel sigma: narrow against the 0.5
+#: sigma between thresholds, wide enough that every map has pixels on the slope.
+SOFTNESS_SIGMA = 0.1
+
+
+class PerMapDistributionLoss:
+    def __init__(self, size: int, bank_chunks: Iterable[np.ndarray], transform: PixelTransform,
+                 device: torch.device):
+        """size: pixels per side N; bank_chunks: training maps in kappa, arrays (n_i, N, N),
+        whose summaries are the reference distribution; transform: the run's pixel transform."""
+        self.transform = transform
+        ky = torch.fft.fftfreq(size, d=1.0 / size, device=device)
+        kx = torch.fft.rfftfreq(size, d=1.0 / size, device=device)
+        ring = torch.round(torch.sqrt(ky[:, None] ** 2 + kx[None, :] ** 2)).long()
+        self.keep = (ring >= 1) & (ring <= size // 4)
+        self.ring = ring[self.keep] - 1
+        self.n_rings = size // 4
+        self.ring_counts = torch.bincount(self.ring, minlength=self.n_rings).float()
+        maps = torch.cat([torch.as_tensor(np.asarray(c, np.float32), device=device) for c in bank_chunks])
+        if len(maps) < 2:
+            raise ValueError("per-map distribution term: needs at least 2 training maps")
+        self.center, self.scale = float(maps.mean()), float(maps.std())
+        self.thresholds = torch.tensor([self.center + t * self.scale for t in THRESHOLDS_SIGMA], device=device)
+        raw = torch.cat([self.summaries(maps[s:s + 256]) for s in range(0, len(maps), 256)])
+        self.offset = raw.mean(0)
+        spread = raw.std(0)
+        # a summary that does not vary over the training maps (a fixed map mean) is skipped:
+        # it has no scale to measure a generated one in. "Does not vary": below 1e-4 of its
+        # natural unit, the pixel sigma for the mean and sigma, 1 for the dimensionless rest
+        unit = torch.ones_like(spread)
+        unit[:2] = self.scale
+        self.used = spread > 1e-4 * unit
+        self.spread = torch.where(self.used, spread, torch.ones_like(spread))
+        self.bank = self._standardise(raw)                      # (n_bank, K)
+        # E|Y - Y'| per summary (K,), from the sorted bank: sum over i<j of y_(j) - y_(i)
+        n = len(self.bank)
+        rank = torch.arange(n, device=device, dtype=torch.float32)
+        self.bank_self = 2 * (self.bank.sort(0).values * (2 * rank - n + 1)[:, None]).sum(0) / (n * (n - 1))
+
+    @property
+    def names(self) -> list[str]:
+        return (["mean", "sigma", "skewness"] + [f"V0({t:+g})" for t in THRESHOLDS_SIGMA]
+                + [f"log P(|k|={r})" for r in range(1, self.n_rings + 1)])
+
+    def summaries(self, kappa: torch.Tensor) -> torch.Tensor:
+        """Each map's summaries (B, K) from maps (B, N, N) in kappa, float32."""
+        x = kappa.float().flatten(1)
+        mean = x.mean(1, keepdim=True)
+        dev = x - mean
+        var = dev.square().mean(1)
+        sigma = var.sqrt()
+        skew = dev.pow(3).mean(1) / var.pow(1.5)
+        v0 = torch.sigmoid((x[:, None, :] - self.thresholds[None, :, None]) / (SOFTNESS_SIGMA * self.scale)).mean(2)
+        power = torch.fft.rfft2(kappa.float()).abs().square()[:, self.keep]
+        rings = torch.zeros(len(x), self.n_rings, device=x.device).index_add(1, self.ring, power) / self.ring_counts
+        return torch.cat([mean, sigma[:, None], skew[:, None], v0, torch.log(rings)], 1)
+
+    def _standardise(self, s: torch.Tensor) -> torch.Tensor:
+        return (s - self.offset) / self.spread
+
+    @staticmethod
+    def _pair_mean(s: torch.Tensor) -> torch.Tensor:
+        """E|S - S'| over distinct pairs of the rows of s (n, K), per column."""
+        n = len(s)
+        return (s[:, None, :] - s[None, :, :]).abs().sum((0, 1)) / (n * (n - 1))
+
+    def distances(self, fake: torch.Tensor) -> torch.Tensor:
+        """The energy distance per summary (K,) of generated maps (B, 1, N, N), as the
+        generator makes them, from the bank (0 for a summary not used)."""
+        if len(fake) < 2:
+            raise ValueError("per-map distribution term: needs a batch of at least 2 maps")
+        x = self._standardise(self.summaries(self.transform.inverse(fake[:, 0].float())))
+        cross = (x[:, None, :] - self.bank[None, :, :]).abs().mean((0, 1))
+        d = 2 * cross - self._pair_mean(x) - self.bank_self
+        return torch.where(self.used, d, torch.zeros_like(d))
+
+    def __call__(self, fake: torch.Tensor, params: torch.Tensor | None = None) -> torch.Tensor:
+        return self.distances(fake)[self.used].mean()
