@@ -614,6 +614,9 @@ class Config:
     def validate(self) -> "Config":
         for f in dataclasses.fields(self):
             getattr(self, f.name).validate(f.name)
+        if self.train.distribution_weight > 0 and self.model.condition_on:
+            raise ConfigError("train.distribution_weight: the per-map distribution term is built for one cosmology "
+                              "(an unconditional run) so far; set it to 0 when model.condition_on is set")
         for split in ("train", "validation", "test"):
             if self.cosmology.Omega_b >= min(p[0] for p in self.split_points(split)):
                 raise ConfigError(f"cosmology.Omega_b: must be below every Omega_m of the {split} split's "

@@ -209,29 +209,29 @@ def build_auxiliary_loss(cfg: Config, data: MapDataset, transform: PixelTransfor
     tc = cfg.train
     if tc.spectral_weight <= 0 and tc.cosmology_spectral_weight <= 0 and tc.distribution_weight <= 0:
         return None
-    if tc.distribution_weight > 0 and support.conditional:
-        raise ConfigError("train.distribution_weight: the per-map distribution term is built for one cosmology "
-                          "(an unconditional run) so far; set it to 0 for a conditional run")
-    seed = seed_from(tc.seed, FIT_SAMPLE, 1)
     spectral = None
     if tc.spectral_weight > 0 or tc.cosmology_spectral_weight > 0:
-        if not support.conditional:
-            spectral = SpectralLoss(size, read_sample(data, 1024, seed, 128), transform, backend.device)
-        else:
-            cosmologies = split_cosmologies(data, support)
-            per = [read_sample(data, 1024, seed, 128, among=cosmologies.members(c))
-                   for c in range(len(cosmologies.points))]
-            points = support.normalise(torch.as_tensor(cosmologies.points, dtype=torch.float32))
-            focus = tc.cosmology_spectral_focus if tc.cosmology_spectral_weight > 0 else 0.0
-            spectral = SpectralLoss(size, [], transform, backend.device, per_cosmology=per, points=points,
-                                    cosmology_mean=tc.cosmology_spectral_mean, focus=focus,
-                                    pool=backend.sum if backend.world_size > 1 else None)
+        spectral = _spectral_loss(tc, data, transform, size, backend, support)
     distribution = None
     if tc.distribution_weight > 0:
         distribution = PerMapDistributionLoss(size, read_sample(data, 2048, seed_from(tc.seed, FIT_SAMPLE, 2), 256),
                                               transform, backend.device)
     return AuxiliaryTerms(spectral, tc.spectral_weight, tc.cosmology_spectral_weight, distribution,
                           tc.distribution_weight)
+
+
+def _spectral_loss(tc: TrainConfig, data: MapDataset, transform: PixelTransform, size: int,
+                   backend: Backend, support: ParamSupport) -> SpectralLoss:
+    seed = seed_from(tc.seed, FIT_SAMPLE, 1)
+    if not support.conditional:
+        return SpectralLoss(size, read_sample(data, 1024, seed, 128), transform, backend.device)
+    cosmologies = split_cosmologies(data, support)
+    per = [read_sample(data, 1024, seed, 128, among=cosmologies.members(c)) for c in range(len(cosmologies.points))]
+    points = support.normalise(torch.as_tensor(cosmologies.points, dtype=torch.float32))
+    focus = tc.cosmology_spectral_focus if tc.cosmology_spectral_weight > 0 else 0.0
+    return SpectralLoss(size, [], transform, backend.device, per_cosmology=per, points=points,
+                        cosmology_mean=tc.cosmology_spectral_mean, focus=focus,
+                        pool=backend.sum if backend.world_size > 1 else None)
 
 
 def build_ema(gen, tc: TrainConfig, batch_size: int, z_dim: int, n_params: int = 0) -> GeneratorEMA | None:

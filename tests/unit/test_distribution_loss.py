@@ -108,12 +108,9 @@ def test_negative_weight_is_refused(tmp_path):
     assert r.returncode != 0 and "train.distribution_weight" in r.stderr
 
 
-def test_a_conditional_run_is_refused_before_any_map_is_read():
-    from types import SimpleNamespace
-
+def test_a_conditional_run_is_refused_when_the_config_loads():
     from pipeline.config import ConfigError, load_config
-    from pipeline.train.setup import build_auxiliary_loss
 
-    cfg = load_config(None, ["train.distribution_weight=1"])
+    load_config(None, ["train.distribution_weight=1"])  # one cosmology: accepted
     with pytest.raises(ConfigError, match="train.distribution_weight"):
-        build_auxiliary_loss(cfg, None, WIDE, 16, None, SimpleNamespace(conditional=True))
+        load_config(None, ["train.distribution_weight=1", "model.condition_on=[Omega_m, sigma_8]"])
