@@ -406,7 +406,9 @@ class TrainConfig:
     Other fields:
     beta1/beta2 Adam's betas; label_flip: probability of flipping each label
     the discriminator sees; fidelity_maps: generated maps per fidelity check,
-    compared with as many validation maps.
+    compared with as many validation maps; fidelity_bias_weight: the fidelity score's
+    weight of the worst per-map bias |delta mu| / sigma_ref (0 = the means only;
+    pipeline/train/fidelity.py).
     """
 
     steps: int = 1000
@@ -439,6 +441,7 @@ class TrainConfig:
     sample_every: int = 200
     fidelity_every: int = 200
     fidelity_maps: int = 256
+    fidelity_bias_weight: float = 0.0
 
     def validate(self, where: str) -> None:
         for name in ("steps", "lr_g", "lr_d", "checkpoint_every", "keep_checkpoints", "log_every",
@@ -456,6 +459,7 @@ class TrainConfig:
         _non_negative(self.spectral_weight, f"{where}.spectral_weight")
         _non_negative(self.cosmology_spectral_weight, f"{where}.cosmology_spectral_weight")
         _non_negative(self.distribution_weight, f"{where}.distribution_weight")
+        _non_negative(self.fidelity_bias_weight, f"{where}.fidelity_bias_weight")
         if self.fresh_params and (self.spectral_weight > 0 or self.cosmology_spectral_weight > 0):
             raise ConfigError(f"{where}.fresh_params: the spectral term's targets exist only at the training "
                               "cosmologies; set train.spectral_weight and cosmology_spectral_weight to 0 to draw "

@@ -20,7 +20,11 @@ map's pixel mean, sigma and skewness; the area fraction above thresholds at
 THRESHOLDS_SIGMA x the bank's pixel sigma about its mean (V0, through a logistic step
 of width SOFTNESS_SIGMA sigma, so that it has a gradient); and the log of the map's
 mean power in each ring of integer |k| from 1 to N/4 (the statistics' ell range, half
-Nyquist). The loss is D averaged over the summaries.
+Nyquist). The loss averages D over five groups, each weighing the same: the mean, the
+sigma, the skewness, the V0 thresholds and the rings (within a group, its summaries
+alike). Averaged over the 28 summaries instead, the map mean weighed 1/28 and moved the
+wrong way, +1.0 reference sigmas at best.pt (docs/training-notes.md, dist5); a shift of
+the mean shifts every pixel, so every V0 threshold and PDF bin.
 """
 
 from __future__ import annotations
@@ -67,6 +71,12 @@ class PerMapDistributionLoss:
         unit = torch.ones_like(spread)
         unit[:2] = self.scale
         self.used = spread > 1e-4 * unit
+        # the group of each summary: 0 mean, 1 sigma, 2 skewness, 3 the V0s, 4 the rings
+        self.group = torch.tensor([0, 1, 2] + [3] * len(THRESHOLDS_SIGMA) + [4] * self.n_rings, device=device)
+        counts = torch.bincount(self.group[self.used], minlength=5).float()
+        # each used summary's weight: 1 / (its group's used count x the groups used)
+        weight = torch.where(self.used, 1 / counts.clamp(min=1)[self.group], torch.zeros_like(spread))
+        self.weight = weight / weight.sum()
         self.spread = torch.where(self.used, spread, torch.ones_like(spread))
         self.bank = self._standardise(raw)                      # (n_bank, K)
         # E|Y - Y'| per summary (K,), from the sorted bank: sum over i<j of y_(j) - y_(i)
@@ -112,4 +122,4 @@ class PerMapDistributionLoss:
         return torch.where(self.used, d, torch.zeros_like(d))
 
     def __call__(self, fake: torch.Tensor, params: torch.Tensor | None = None) -> torch.Tensor:
-        return self.distances(fake)[self.used].mean()
+        return (self.distances(fake) * self.weight).sum()

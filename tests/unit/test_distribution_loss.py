@@ -74,11 +74,24 @@ def test_summaries_are_the_moments_the_soft_v0_and_the_ring_powers():
                                rtol=1e-3)
 
 
+def test_each_group_of_summaries_weighs_the_same():
+    """mean, sigma, skewness, the V0s and the rings: 1/5 each, so the map mean weighs as much
+    as all nine V0 thresholds together; the loss is the weighted sum of the distances."""
+    loss = PerMapDistributionLoss(16, [lognormal_like(64, 16, 5)], WIDE, torch.device("cpu"))
+    w = loss.weight.numpy()
+    v0 = slice(3, 3 + len(THRESHOLDS_SIGMA))
+    np.testing.assert_allclose([w[0], w[1], w[2], w[v0].sum(), w[v0.stop:].sum()], [0.2] * 5, rtol=1e-6)
+    fake = as_fake(lognormal_like(8, 16, 6))
+    assert float(loss(fake)) == pytest.approx(float((loss.distances(fake) * loss.weight).sum()))
+
+
 def test_a_fixed_map_mean_is_skipped_not_divided_by_zero():
+    """Its weight goes to the four other groups, 1/4 each."""
     bank = lognormal_like(64, 16, 5)
     bank -= bank.mean((1, 2), keepdims=True)
     loss = PerMapDistributionLoss(16, [bank], WIDE, torch.device("cpu"))
     assert not loss.used[loss.names.index("mean")]
+    assert float(loss.weight[0]) == 0 and float(loss.weight[1]) == pytest.approx(0.25)
     assert torch.isfinite(loss(as_fake(lognormal_like(8, 16, 6))))
 
 
