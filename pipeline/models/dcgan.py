@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from pipeline.models.args import ModelArgs
+from pipeline.models.fourier import rfft_rings
 
 
 def _pad(k: int) -> int:
@@ -158,9 +159,7 @@ class LargeScaleGain(nn.Module):
     def __init__(self, n_params: int, rings: int, size: int):
         super().__init__()
         self.net = nn.Sequential(nn.Linear(n_params, self.HIDDEN), nn.ReLU(inplace=True), nn.Linear(self.HIDDEN, rings))
-        ky = torch.fft.fftfreq(size, d=1.0 / size)
-        kx = torch.fft.rfftfreq(size, d=1.0 / size)
-        ring = torch.round(torch.sqrt(ky[:, None] ** 2 + kx[None, :] ** 2)).long()
+        ring = rfft_rings(size)
         # each rfft2 mode's column in [0, a_1 .. a_R]: 0 (no gain) outside rings 1 .. R
         self.register_buffer("column", torch.where((ring >= 1) & (ring <= rings), ring, 0), persistent=False)
         self.reset()

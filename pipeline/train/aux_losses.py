@@ -84,6 +84,7 @@ import numpy as np
 import torch
 
 from pipeline.data.transforms import PixelTransform
+from pipeline.models.fourier import rfft_k2, rfft_rings
 
 #: Squared log bias below which the focus weighs cells alike: (5%)^2, half the 10%
 #: criterion; below it a cell's bias is within what a 512-map test split resolves.
@@ -102,9 +103,7 @@ class SpectralLoss:
         cosmology_mean: the per-cosmology term judges ring 0 (the map mean) too; focus: the
         per-step decay of the moving means of the focused term (0: the pair term);
         pool: sums a tensor over ranks (data-parallel training; None: one process)."""
-        ky = torch.fft.fftfreq(size, d=1.0 / size, device=device)
-        kx = torch.fft.rfftfreq(size, d=1.0 / size, device=device)
-        k2 = torch.round(ky[:, None] ** 2 + kx[None, :] ** 2).long()
+        k2 = rfft_k2(size, device)
         self.keep = k2 <= (size // 2) ** 2  # the modes used, on the rfft2 grid, the mean (k = 0) included
         self.k2 = k2[self.keep]
         shells, self.shell = torch.unique(self.k2, return_inverse=True)  # shell index of each mode
@@ -130,7 +129,7 @@ class SpectralLoss:
         self.points = points.to(device) if points is not None else None
         # rings |k| = 0 or 1 .. N/2 for the per-cosmology amplitude term
         self.first_ring = 0 if cosmology_mean else 1
-        self.ring = torch.round(torch.sqrt(self.k2.to(torch.float64))).long()
+        self.ring = rfft_rings(size, device)[self.keep]
         self.n_rings = int(self.ring.max()) + 1
         self.ring_counts = torch.bincount(self.ring, minlength=self.n_rings).to(torch.float32)
         self.ring_mu = torch.stack([self._mean_amplitude(shells, c) for c, shells in enumerate(self._map_shells)])

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from pipeline.data.transforms import PixelTransform
+from pipeline.models.fourier import rfft_rings
 
 #: V0 thresholds, in the bank's pixel sigma about its mean: the -2..3 sigma of the
 #: statistics, less the tails where a 64x64 map has a handful of pixels.
@@ -50,9 +51,7 @@ class PerMapDistributionLoss:
         """size: pixels per side N; bank_chunks: training maps in kappa, arrays (n_i, N, N),
         whose summaries are the reference distribution; transform: the run's pixel transform."""
         self.transform = transform
-        ky = torch.fft.fftfreq(size, d=1.0 / size, device=device)
-        kx = torch.fft.rfftfreq(size, d=1.0 / size, device=device)
-        ring = torch.round(torch.sqrt(ky[:, None] ** 2 + kx[None, :] ** 2)).long()
+        ring = rfft_rings(size, device)
         self.keep = (ring >= 1) & (ring <= size // 4)
         self.ring = ring[self.keep] - 1
         self.n_rings = size // 4
