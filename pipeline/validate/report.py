@@ -247,6 +247,9 @@ def _rows(summary: ValidationSummary) -> list[dict]:
             row["check"] = f"{_pct(v.value)} {'≤' if v.value_ok else '>'} {_pct(v.threshold)}"
             row["metric"] = v.metric
             row["verdict"] = v.passed
+            # which checks failed, beside the verdict: the criterion columns show the mean's only
+            row["why"] = ", ".join(w for w, ok in (("mean", v.mean_passed), ("distribution", v.distribution_passed))
+                                   if not ok)
         rows.append(row)
     return rows
 
@@ -292,7 +295,7 @@ def _verdict_table_html(summary: ValidationSummary) -> str:
                 cells += [cell("—"), cell("—"), cell("not judged")]
             else:
                 cells += [cell(r["metric"]), cell(r["check"], r["value_ok"]),
-                          cell("<b>PASS</b>" if r["verdict"] else "<b>FAIL</b>", r["verdict"], raw=True)]
+                          cell("<b>PASS</b>" if r["verdict"] else f"<b>FAIL</b> ({r['why']})", r["verdict"], raw=True)]
         out.append(f'<tr data-statistic="{html.escape(r["name"])}">' + "".join(cells) + "</tr>")
     out += ["</tbody>", "</table>"]
     return "\n".join(out)
@@ -311,7 +314,7 @@ def _verdict_table_md(summary: ValidationSummary) -> str:
             if r["verdict"] is None:
                 cells += ["-", "-", "not judged"]
             else:
-                cells += [r["metric"], r["check"], "**PASS**" if r["verdict"] else "**FAIL**"]
+                cells += [r["metric"], r["check"], "**PASS**" if r["verdict"] else f"**FAIL** ({r['why']})"]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines)
 

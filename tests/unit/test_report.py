@@ -170,6 +170,25 @@ def test_html_is_self_contained_and_references_only_files_that_exist(report):
     assert ('body', {'data-images': 'pending'}) in page.tags
 
 
+def failed_checks(vs):
+    """What the verdict cell names after FAIL: the mean's checks, the distribution's, or both."""
+    return ", ".join(w for w, ok in (("mean", vs.mean_passed), ("distribution", vs.distribution_passed)) if not ok)
+
+
+def test_a_failed_verdict_names_the_checks_that_failed(tables, tmp_path):
+    """Means within 1000% but a bias criterion no map can meet: every row fails on its
+    distribution only, and says so beside FAIL (its criterion column shows the mean passing)."""
+    from pipeline.config import ValidationConfig
+    from pipeline.validate.verdicts import judge
+
+    crit = ValidationConfig(ps_max_rel_err=10.0, mf_max_err_over_peak=10.0, peaks_max_err_over_peak=10.0,
+                            pdf_max_err_over_peak=10.0, max_bias_over_sigma=1e-9, sigma_ratio_min=0,
+                            sigma_ratio_max=0, max_corr_diff=0)
+    _, index = build(tables, tmp_path / "bias", lambda s: judge(s, crit))
+    page = Page(index.read_text())
+    assert page.rows and all(r["cells"][-1] == "FAIL (distribution)" for r in page.rows)
+
+
 def test_verdict_table_shows_each_statistic_against_its_threshold(report):
     summary, index = report
     page = Page(index.read_text())
@@ -181,7 +200,7 @@ def test_verdict_table_shows_each_statistic_against_its_threshold(report):
         vs = v.statistics[row["name"]]
         assert vs.statistic == row["name"]  # the verdict names its statistic
         cells = row["cells"]
-        assert cells[col["verdict"]] == ("PASS" if vs.passed else "FAIL")
+        assert cells[col["verdict"]] == ("PASS" if vs.passed else f"FAIL ({failed_checks(vs)})")
         assert row["classes"][col["verdict"]] == ("ok" if vs.passed else "bad")
         assert cells[col["value vs threshold"]] == (
             f"{vs.value:.2%} {'≤' if vs.value <= 0.1 else '>'} 10.00%")
@@ -236,7 +255,8 @@ def test_markdown_has_the_table_and_links_every_figure(report):
     table = [ln for ln in verdicts_md.splitlines() if ln.startswith("| ")]
     assert len(table) == 1 + len(NAMES)  # header + one row per statistic
     for name, line in zip(NAMES, table[1:]):
-        expected = "**PASS**" if summary.verdicts.statistics[name].passed else "**FAIL**"
+        vs = summary.verdicts.statistics[name]
+        expected = "**PASS**" if vs.passed else f"**FAIL** ({failed_checks(vs)})"
         assert line.rstrip(" |").endswith(expected), line
         # escaped pipes keep every row at the header's column count
         assert len(re.split(r"(?<!\\)\|", line)) == len(re.split(r"(?<!\\)\|", table[0]))
