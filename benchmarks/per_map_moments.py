@@ -23,7 +23,7 @@ import torch
 from pipeline.data.loader import MapDataset
 from pipeline.emulator import Emulator, latent
 
-THRESHOLDS_SIGMA = (-1.0, 0.0, 1.0, 2.0)
+THRESHOLDS_SIGMA = (-2.0, -1.0, 0.0, 1.0, 2.0)
 
 
 def per_map_figures(maps: np.ndarray, sigma_ref: float, mean_ref: float) -> dict[str, np.ndarray]:
