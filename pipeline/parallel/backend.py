@@ -210,11 +210,19 @@ class HorovodBackend(Backend):
 
     def wrap_optimizer(self, optimizer, model, name):
         named = [(f"{name}.{n}", p) for n, p in model.named_parameters()]
-        return self.hvd.DistributedOptimizer(optimizer, named_parameters=named, op=self.hvd.Average)
+        return self.hvd.DistributedOptimizer(optimizer, named_parameters=named, op=self.hvd.Average,
+                                             compression=_ContiguousGradients)
 
     def broadcast_state(self, models, optimizers):
         for model in models:
-            self.hvd.broadcast_parameters(model.state_dict(), root_rank=0)
+            # Horovod takes contiguous tensors only: a channels_last model's 4-D weights are
+            # not, so they go as contiguous copies and are copied back
+            state = model.state_dict()
+            copies = {k: v.contiguous() for k, v in state.items()}
+            self.hvd.broadcast_parameters(copies, root_rank=0)
+            for k, v in state.items():
+                if copies[k] is not v:
+                    v.copy_(copies[k])
         for opt in optimizers:
             # Not hvd.broadcast_optimizer_state: in 0.28.1 it resets Adam's tensor `step` to 1,
             # and on a fresh optimizer takes a zero-gradient step first; both change the updates.
@@ -271,3 +279,17 @@ def _horovod_installed() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("horovod") is not None
+
+
+class _ContiguousGradients:
+    """Horovod's gradient "compression" that only makes each gradient contiguous: its
+    allreduce refuses others, and a channels_last model's weight gradients are
+    channels_last. The reduced copy is written back into the gradient itself."""
+
+    @staticmethod
+    def compress(tensor):
+        return (tensor, None) if tensor.is_contiguous() else (tensor.contiguous(), tensor)
+
+    @staticmethod
+    def decompress(tensor, ctx):
+        return tensor if ctx is None else ctx.copy_(tensor)

@@ -96,6 +96,19 @@ def test_checkpoint_under_two_ranks_resumes_identically(tiny_data, tmp_path, bac
     assert_same_state(a.parts, b.parts)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_channels_last_trains_on_two_ranks(tiny_data, tmp_path, backend):
+    """configs/quickstart.yaml sets train.channels_last: its 4-D weights and their gradients
+    are not contiguous, which Horovod's broadcast and allreduce refused (the job died at
+    its first broadcast); both backends train it to the end."""
+    run = tmp_path / "run"
+    proc = run_cli("train", "--config", CONFIGS / "tiny.yaml", "--data", tiny_data, "--run", run, "--set",
+                   f"train.backend={backend}", "--set", "train.channels_last=true", "--set", "train.steps=3",
+                   *TWO_RANK, ranks=2)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert last_checkpoint(run).step == 3
+
+
 def test_torchrun_and_mpirun_train_the_same_weights(tiny_data, tmp_path):
     common = ["train", "--config", str(CONFIGS / "tiny.yaml"), "--data", str(tiny_data),
               "--set", "train.backend=ddp", "--set", "train.steps=8", *TWO_RANK]
