@@ -2,12 +2,13 @@
 ranks with 1 thread each, at the same global batch, side by side.
 
     python benchmarks/bench_quickstart_layout.py [--config configs/quickstart.yaml] [--steps 120] [--rounds 3] \
-        [--set KEY=VALUE ...]
+        [--backend ddp|horovod] [--set KEY=VALUE ...]
 
 Each round runs `cosmogan train` with the config (its auxiliary terms included) for
 --steps steps on a small dataset of the config's geometry, once per layout, alternately:
   single: 1 process, OMP_NUM_THREADS=2, loader.batch_size = B (the config's);
-  ddp2:   `mpirun -n 2`, OMP_NUM_THREADS=1 per rank, loader.batch_size = B / 2.
+  ddp2:   `mpirun -n 2`, OMP_NUM_THREADS=1 per rank, loader.batch_size = B / 2, train.backend
+          --backend (ddp by default).
 and reads the global images/s from metrics.jsonl (the first window, which holds
 start-up, dropped). Prints the median and range over the rounds, per layout, and the
 ratio of the medians; steps/s = images/s / B.
@@ -31,6 +32,7 @@ def main():
     ap.add_argument("--config", default=str(REPO / "configs/quickstart.yaml"))
     ap.add_argument("--steps", type=int, default=120)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--backend", choices=("ddp", "horovod"), default="ddp", help="the 2-rank layout's backend")
     ap.add_argument("--set", action="append", default=[], help="config overrides for both layouts")
     args = ap.parse_args()
     sys.path.insert(0, str(REPO))
@@ -40,7 +42,8 @@ def main():
         sys.exit(f"{args.config}: loader.batch_size={batch} is odd; two ranks cannot split it")
     py = [sys.executable, "-m", "pipeline"]
     overrides = [x for kv in args.set for x in ("--set", kv)]
-    layouts = {"single": ([], "2", batch), "ddp2": ([str(BIN / "mpirun"), "-n", "2"], "1", batch // 2)}
+    layouts = {"single": ([], "2", batch, []),
+               "ddp2": ([str(BIN / "mpirun"), "-n", "2"], "1", batch // 2, ["--set", f"train.backend={args.backend}"])}
     rates: dict[str, list[float]] = {name: [] for name in layouts}
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
@@ -48,11 +51,11 @@ def main():
                              "--set", "data.n_train=2048", "--set", "data.n_validation=256", "--set", "data.n_test=8"]
                        + overrides, check=True, stdout=subprocess.DEVNULL)
         for rnd in range(args.rounds):
-            for name, (launcher, threads, per_rank) in layouts.items():
+            for name, (launcher, threads, per_rank, backend) in layouts.items():
                 run = Path(tmp) / f"{name}-{rnd}"
                 subprocess.run(launcher + py + [
                     "train", "--config", args.config, "--data", str(data), "--run", str(run), "--quiet",
-                    *overrides, "--set", f"loader.batch_size={per_rank}", "--set", f"train.steps={args.steps}",
+                    *overrides, *backend, "--set", f"loader.batch_size={per_rank}", "--set", f"train.steps={args.steps}",
                     "--set", "train.log_every=10", "--set", "train.fidelity_every=100000",
                     "--set", "train.sample_every=100000", "--set", "train.checkpoint_every=100000"],
                     check=True, env=dict(os.environ, OMP_NUM_THREADS=threads), stdout=subprocess.DEVNULL)
@@ -60,7 +63,7 @@ def main():
                 window = [x["images_per_s"] for x in lines if "images_per_s" in x][1:]
                 rates[name].append(statistics.median(window))
                 print(f"round {rnd} {name}: {rates[name][-1]:.1f} images/s", file=sys.stderr)
-    out = {"config": args.config, "global_batch": batch, "steps": args.steps, "rounds": args.rounds}
+    out = {"config": args.config, "backend": args.backend, "global_batch": batch, "steps": args.steps, "rounds": args.rounds}
     for name, r in rates.items():
         out[name] = {"images_per_s_median": round(statistics.median(r), 1), "range": [round(min(r), 1), round(max(r), 1)],
                      "steps_per_s_median": round(statistics.median(r) / batch, 2)}

@@ -402,7 +402,9 @@ class TrainConfig:
     resumed run follows it, and changing train.steps reshapes it);
     ema_decay: per-step decay of the moving average of the generator's weights that the
     fidelity check, best.pt and generate use (0 = off, the live generator; ~0.999 averages
-    the last ~1000 steps; pipeline/train/ema.py).
+    the last ~1000 steps; pipeline/train/ema.py); standing_stats: with ema_decay 0, the
+    generator used is the live weights with BatchNorm statistics recomputed over fixed
+    noise before each use, as the average's are, instead of the running ones (ema.py).
     Other fields:
     beta1/beta2 Adam's betas; label_flip: probability of flipping each label
     the discriminator sees; fidelity_maps: generated maps per fidelity check,
@@ -435,6 +437,7 @@ class TrainConfig:
     lr_decay: Literal["none", "cosine"] = "none"
     lr_final_fraction: float = 0.1
     ema_decay: float = 0.0
+    standing_stats: bool = False
     checkpoint_every: int = 200
     keep_checkpoints: int = 3
     log_every: int = 10

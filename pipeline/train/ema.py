@@ -11,6 +11,11 @@ average, so the averaged generator gets its own ("standing statistics", BigGAN):
 each use, its running means and variances are recomputed as exact averages over a fixed
 set of noise batches in training mode. They then depend only on the averaged weights and
 that fixed noise, so a resumed run reproduces them.
+
+With decay 0 (train.standing_stats) the "average" is the live weights, copied at every
+update, and only the statistics are its own. The running statistics (momentum 0.1) lag
+the weights; in the quickstart they put each map's mean about one reference standard
+deviation higher than G's own batch statistics do (docs/training-notes.md, t2).
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ from torch import nn
 class GeneratorEMA:
     def __init__(self, gen: nn.Module, decay: float, calibration_z: torch.Tensor, batch_size: int,
                  calibration_params: torch.Tensor | None = None):
-        """gen: the live generator (unwrapped); decay in (0, 1); calibration_z (n, z_dim) on CPU;
+        """gen: the live generator (unwrapped); decay in [0, 1), 0 for a copy of the live
+        weights with standing statistics; calibration_z (n, z_dim) on CPU;
         calibration_params (n, P): normalised parameters for a conditional G (uniform over
         the support), else None."""
         self.decay = decay
@@ -50,7 +56,10 @@ class GeneratorEMA:
         decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
         with torch.no_grad():
             for mine, live in zip(self.model.parameters(), gen.parameters()):
-                mine.lerp_(live.detach(), 1.0 - decay)
+                if decay == 0:
+                    mine.copy_(live.detach())
+                else:
+                    mine.lerp_(live.detach(), 1.0 - decay)
         self.calibrated = False
 
     def generator(self) -> nn.Module:

@@ -235,9 +235,10 @@ def _spectral_loss(tc: TrainConfig, data: MapDataset, transform: PixelTransform,
 
 
 def build_ema(gen, tc: TrainConfig, batch_size: int, z_dim: int, n_params: int = 0) -> GeneratorEMA | None:
-    """The moving average of G's weights (train.ema_decay), started from G's current weights.
-    Its BatchNorm is calibrated on noise and, when conditional, uniform draws over the support."""
-    if tc.ema_decay <= 0:
+    """The moving average of G's weights (train.ema_decay), started from G's current weights,
+    or with train.standing_stats and no average a copy of the live weights (decay 0). Its
+    BatchNorm is calibrated on noise and, when conditional, uniform draws over the support."""
+    if tc.ema_decay <= 0 and not tc.standing_stats:
         return None
     g = torch.Generator().manual_seed(seed_from(tc.seed, EMA_CALIBRATION))
     z = torch.randn(8 * batch_size, z_dim, generator=g)

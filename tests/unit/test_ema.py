@@ -111,6 +111,38 @@ def test_training_saves_the_average_and_generate_uses_it(tiny_data, tmp_path):
     assert written.manifest.provenance["weights"] == "generator_ema"
 
 
+def test_standing_statistics_keep_the_live_weights_and_recompute_batchnorm(tiny_data, tmp_path):
+    """train.standing_stats without an average: the generator used has the live weights
+    exactly, and BatchNorm means that are the cumulative average of G's batch statistics
+    over the calibration noise, not the live generator's running (momentum) ones."""
+    run = tmp_path / "run"
+    run_main("train", "--config", CONFIGS / "tiny.yaml", "--data", tiny_data, "--run", run, "--quiet",
+             "--set", "train.steps=8", "--set", "train.ema_decay=0", "--set", "train.standing_stats=true",
+             check=True)
+    ckpt = read_checkpoint(step_checkpoints(run)[-1])
+    used, live = ckpt.parts["generator_ema"]["weights"], ckpt.parts["generator"]
+    G = build_models(ckpt.model_args)[0]
+    names = {n for n, _ in G.named_parameters()}
+    assert all(torch.equal(used[n], live[n]) for n in names)
+    stats = [n for n in used if n.endswith("running_mean")]
+    assert stats and any(not torch.equal(used[n], live[n]) for n in stats)
+    # the standing means: G in train mode over the calibration noise, averaged by hand
+    from pipeline.train.setup import EMA_CALIBRATION, seed_from
+    G.load_state_dict(live)
+    bn = next(m for m in G.modules() if isinstance(m, nn.BatchNorm2d))
+    seen = []
+    hook = bn.register_forward_hook(lambda m, inp, out: seen.append(inp[0].mean((0, 2, 3))))
+    z = torch.randn(8 * ckpt.config.loader.batch_size, ckpt.model_args.z_dim,
+                    generator=torch.Generator().manual_seed(seed_from(ckpt.config.train.seed, EMA_CALIBRATION)))
+    G.train()
+    with torch.no_grad():
+        for chunk in z.split(ckpt.config.loader.batch_size):
+            G(chunk, torch.zeros(len(chunk), 0))
+    hook.remove()
+    key = next(n for n, m in G.named_modules() if m is bn) + ".running_mean"
+    torch.testing.assert_close(used[key], torch.stack(seen).mean(0), rtol=1e-5, atol=1e-7)
+
+
 def test_switched_on_at_a_resume_the_average_starts_from_the_restored_weights(tiny_data, tmp_path):
     run = tmp_path / "run"
     common = ("train", "--config", CONFIGS / "tiny.yaml", "--data", tiny_data, "--run", run, "--quiet")
