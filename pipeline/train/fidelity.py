@@ -10,7 +10,10 @@ units of the reference's per-map standard deviation (|delta mu| / sigma_ref, as 
 validation verdicts judge it) over the power spectrum's bins and the PDF's bins holding
 at least min_mean_frac of its largest mean: the means alone picked, in one run, the
 checkpoint worse on every distribution figure than the last one (docs/training-notes.md,
-mbstd4). w = 0.4 weighs a 0.25 sigma bias (the validation target) as a 10% mean error.
+mbstd4). w = 0.4 weighs a 0.25 sigma bias (the validation target) as a 10% mean error;
+on the quickstart's 1024 check maps that worst bin is noisy enough that w = 0.4 picked a
+checkpoint of half the training, worse on every figure (training notes, ss_a2): off by
+default, and worth it only with many more check maps.
 
 A conditional run is scored at every cosmology of the validation split (the training
 cosmologies, and held-out ones when the split has them): one generated map per
