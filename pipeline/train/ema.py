@@ -14,8 +14,8 @@ that fixed noise, so a resumed run reproduces them.
 
 With decay 0 (train.standing_stats) the "average" is the live weights, copied at every
 update, and only the statistics are its own. The running statistics (momentum 0.1) lag
-the weights; in the quickstart they put each map's mean about one reference standard
-deviation higher than G's own batch statistics do (docs/training-notes.md, t2).
+the weights; in the quickstart they put each map's mean 0.5-1 reference standard
+deviations higher than standing statistics do (docs/training-notes.md, t2 and ss_a1).
 """
 
 from __future__ import annotations
