@@ -7,8 +7,8 @@ absolute relative error of the power spectrum plus the worst PDF difference over
 both are 0 for a perfect emulator and ~0.01-0.1 for a good one. With a bias weight w
 (train.fidelity_bias_weight) the score adds w x the worst bias of the per-map mean in
 units of the reference's per-map standard deviation (|delta mu| / sigma_ref, as the
-validation verdicts judge it) over the power spectrum's bins and the PDF's bins holding
-at least min_mean_frac of its largest mean: the means alone picked, in one run, the
+validation verdicts judge it, pipeline.stats.compare) over the bins of the power
+spectrum and the PDF: the means alone picked, in one run, the
 checkpoint worse on every distribution figure than the last one (docs/training-notes.md,
 mbstd4). w = 0.4 weighs a 0.25 sigma bias (the validation target) as a 10% mean error;
 on the quickstart's 1024 check maps that worst bin is noisy enough that w = 0.4 picked a
@@ -30,21 +30,21 @@ import torch
 from pipeline.config import StatsConfig
 from pipeline.emulator import Emulator
 from pipeline.stats import pixel_pdf, power_spectrum
+from pipeline.stats.compare import compare_statistic
 from pipeline.stats.bins import ell_edges, threshold_edges
 
 
 class FidelityCheck:
     def __init__(self, reference: np.ndarray, side_angle_deg: float, cfg: StatsConfig, every: int,
                  z: torch.Tensor, points: np.ndarray | None = None, which: np.ndarray | None = None,
-                 bias_weight: float = 0.0, min_mean_frac: float = 0.05):
+                 bias_weight: float = 0.0):
         """reference: validation maps (n, N, N), kappa; every: run every that many steps;
         z: the fixed noise (n, z_dim) the emulator's maps are drawn from; bias_weight: the
-        score's weight of the worst per-map bias; min_mean_frac: the PDF bins it judges, as
-        validation.spread_min_mean_frac. Conditional:
+        score's weight of the worst per-map bias. Conditional:
         points (C, P), the validation cosmologies (physical units), and which (n,), the
         cosmology of each reference map; generated map i is drawn at points[which[i]]."""
         self.side_angle_deg, self.every, self.z = side_angle_deg, every, z
-        self.bias_weight, self.min_mean_frac = bias_weight, min_mean_frac
+        self.bias_weight = bias_weight
         n = len(reference)
         self.points = np.zeros((1, 0)) if points is None else np.asarray(points, np.float64)
         self.which = np.zeros(n, np.int64) if which is None else np.asarray(which, np.int64)
@@ -65,11 +65,10 @@ class FidelityCheck:
         _, pdf = pixel_pdf(maps, self.thresholds[c])
         return ps, pdf
 
-    def _worst_bias(self, gen: np.ndarray, ref: np.ndarray, judged: np.ndarray) -> float:
-        """max over the judged bins of |mean(gen) - mean(ref)| / std(ref), per map."""
-        sigma = ref.std(0, ddof=1)
-        judged = judged & (sigma > 0)
-        return float((np.abs(gen.mean(0) - ref.mean(0))[judged] / sigma[judged]).max()) if judged.any() else 0.0
+    @staticmethod
+    def _worst_bias(ref: np.ndarray, gen: np.ndarray) -> float:
+        """The validation's max |mean(gen) - mean(ref)| / std(ref) over the bins (0 when no bin varies)."""
+        return compare_statistic(ref, gen).max_abs_bias_over_sigma or 0.0
 
     def score(self, generated: np.ndarray) -> dict:
         """Scalars for the logger, each the worst over the cosmologies: fid_ps_mean (mean
@@ -83,8 +82,7 @@ class FidelityCheck:
             ref_ps_mean, ref_pdf_mean = ref_ps.mean(0), ref_pdf.mean(0)
             ps_rel = np.abs(ps.mean(0) / ref_ps_mean - 1)
             pdf_err = float(np.abs(pdf.mean(0) - ref_pdf_mean).max() / ref_pdf_mean.max())
-            bias = max(self._worst_bias(ps, ref_ps, np.ones(len(ref_ps_mean), bool)),
-                       self._worst_bias(pdf, ref_pdf, ref_pdf_mean >= self.min_mean_frac * ref_pdf_mean.max()))
+            bias = max(self._worst_bias(ref_ps, ps), self._worst_bias(ref_pdf, pdf))
             rows.append((float(ps_rel.mean()), float(ps_rel.max()), pdf_err, bias))
         worst = np.max(rows, axis=0)
         return {"fid_ps_mean": float(worst[0]), "fid_ps_max": float(worst[1]), "fid_pdf_max": float(worst[2]),

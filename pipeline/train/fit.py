@@ -182,8 +182,7 @@ class Trainer:
                 raise DataError(f"{validation.root}: train.fidelity_maps={n} maps hold only {fewest} of some "
                                 f"cosmology (of {len(points)}); the fidelity check needs several of each")
         return FidelityCheck(reference, self.data.side_angle_deg, self.cfg.stats, tc.fidelity_every, z,
-                             points, which, bias_weight=tc.fidelity_bias_weight,
-                             min_mean_frac=self.cfg.validation.spread_min_mean_frac)
+                             points, which, bias_weight=tc.fidelity_bias_weight)
 
     def checkpoint(self) -> Checkpoint:
         """Everything a resume or a reader needs, as of now."""

@@ -76,7 +76,7 @@ def test_summaries_are_the_moments_the_soft_v0_and_the_ring_powers():
 
 def test_each_group_of_summaries_weighs_the_same():
     """mean, sigma, skewness, the V0s and the rings: 1/5 each, so the map mean weighs as much
-    as all nine V0 thresholds together; the loss is the weighted sum of the distances."""
+    as all eleven V0 thresholds together; the loss is the weighted sum of the distances."""
     loss = PerMapDistributionLoss(16, [lognormal_like(64, 16, 5)], WIDE, torch.device("cpu"))
     w = loss.weight.numpy()
     v0 = slice(3, 3 + len(THRESHOLDS_SIGMA))
