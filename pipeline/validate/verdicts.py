@@ -70,6 +70,12 @@ class Verdict:
     def passed(self) -> bool:
         return self.mean_passed and self.distribution_passed
 
+    @property
+    def failed_checks(self) -> str:
+        """What failed, for the report beside FAIL: "mean", "distribution", both or ""."""
+        return ", ".join(w for w, ok in (("mean", self.mean_passed), ("distribution", self.distribution_passed))
+                         if not ok)
+
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
         d["value"] = self.value if math.isfinite(self.value) else None
