@@ -18,13 +18,18 @@ U-statistic) and E|X - Y| over the whole bank, so the estimate is unbiased and i
 gradient does not favour a narrower or wider batch. The summaries, all in kappa: each
 map's pixel mean, sigma and skewness; the area fraction above thresholds at
 THRESHOLDS_SIGMA x the bank's pixel sigma about its mean (V0, through a logistic step
-of width SOFTNESS_SIGMA sigma, so that it has a gradient); and the log of the map's
-mean power in each ring of integer |k| from 1 to N/4 (the statistics' ell range, half
-Nyquist). The loss averages D over five groups, each weighing the same: the mean, the
-sigma, the skewness, the V0 thresholds and the rings (within a group, its summaries
+of width SOFTNESS_SIGMA sigma, so that it has a gradient); the boundary length of those
+excursion sets (V1: the mean over pixels of |grad kappa| / 4 weighted by the logistic
+step's derivative, a kernel of unit area about the threshold, where the statistics bin
+the same integrand in threshold intervals); and the log of the map's mean power in each
+ring of integer |k| from 1 to N/4 (the statistics' ell range, half Nyquist). The loss
+averages D over six groups, each weighing the same: the mean, the sigma, the skewness,
+the V0 thresholds, the V1 thresholds and the rings (within a group, its summaries
 alike). Averaged over the 28 summaries instead, the map mean weighed 1/28 and moved the
 wrong way, +1.0 reference sigmas at best.pt (docs/training-notes.md, dist5); a shift of
-the mean shifts every pixel, so every V0 threshold and PDF bin.
+the mean shifts every pixel, so every V0 threshold and PDF bin. V1 joined after the
+term had brought the pixel moments within 0.2 sigma and left V1 below the mean at
+0.45-0.6 sigma (runs comb_s0, comb_s1).
 """
 
 from __future__ import annotations
@@ -73,9 +78,10 @@ class PerMapDistributionLoss:
         unit = torch.ones_like(spread)
         unit[:2] = self.scale
         self.used = spread > 1e-4 * unit
-        # the group of each summary: 0 mean, 1 sigma, 2 skewness, 3 the V0s, 4 the rings
-        self.group = torch.tensor([0, 1, 2] + [3] * len(THRESHOLDS_SIGMA) + [4] * self.n_rings, device=device)
-        counts = torch.bincount(self.group[self.used], minlength=5).float()
+        # the group of each summary: 0 mean, 1 sigma, 2 skewness, 3 the V0s, 4 the V1s, 5 the rings
+        n_t = len(THRESHOLDS_SIGMA)
+        self.group = torch.tensor([0, 1, 2] + [3] * n_t + [4] * n_t + [5] * self.n_rings, device=device)
+        counts = torch.bincount(self.group[self.used], minlength=6).float()
         # each used summary's weight: 1 / (its group's used count x the groups used)
         weight = torch.where(self.used, 1 / counts.clamp(min=1)[self.group], torch.zeros_like(spread))
         self.weight = weight / weight.sum()
@@ -89,6 +95,7 @@ class PerMapDistributionLoss:
     @property
     def names(self) -> list[str]:
         return (["mean", "sigma", "skewness"] + [f"V0({t:+g})" for t in THRESHOLDS_SIGMA]
+                + [f"V1({t:+g})" for t in THRESHOLDS_SIGMA]
                 + [f"log P(|k|={r})" for r in range(1, self.n_rings + 1)])
 
     def summaries(self, kappa: torch.Tensor) -> torch.Tensor:
@@ -99,10 +106,18 @@ class PerMapDistributionLoss:
         var = dev.square().mean(1)
         sigma = var.sqrt()
         skew = dev.pow(3).mean(1) / var.pow(1.5)
-        v0 = torch.sigmoid((x[:, None, :] - self.thresholds[None, :, None]) / (SOFTNESS_SIGMA * self.scale)).mean(2)
+        width = SOFTNESS_SIGMA * self.scale
+        step = torch.sigmoid((x[:, None, :] - self.thresholds[None, :, None]) / width)  # (B, T, N^2)
+        v0 = step.mean(2)
+        k = kappa.float()
+        # |grad kappa| by periodic central differences in pixel units, as the statistics take it
+        gx = (k.roll(-1, 2) - k.roll(1, 2)) / 2
+        gy = (k.roll(-1, 1) - k.roll(1, 1)) / 2
+        grad = (gx.square() + gy.square() + 1e-30).sqrt().flatten(1)
+        v1 = (step * (1 - step) / width * grad[:, None, :]).mean(2) / 4
         power = torch.fft.rfft2(kappa.float()).abs().square()[:, self.keep]
         rings = torch.zeros(len(x), self.n_rings, device=x.device).index_add(1, self.ring, power) / self.ring_counts
-        return torch.cat([mean, sigma[:, None], skew[:, None], v0, torch.log(rings)], 1)
+        return torch.cat([mean, sigma[:, None], skew[:, None], v0, v1, torch.log(rings)], 1)
 
     def _standardise(self, s: torch.Tensor) -> torch.Tensor:
         return (s - self.offset) / self.spread
