@@ -18,10 +18,11 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from train_rate import make_small_data, train_images_per_s
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]
@@ -40,28 +41,19 @@ def main():
     batch = load_config(args.config, args.set).loader.batch_size
     if batch % 2:
         sys.exit(f"{args.config}: loader.batch_size={batch} is odd; two ranks cannot split it")
-    py = [sys.executable, "-m", "pipeline"]
     overrides = [x for kv in args.set for x in ("--set", kv)]
     layouts = {"single": ([], "2", batch, []),
                "ddp2": ([str(BIN / "mpirun"), "-n", "2"], "1", batch // 2, ["--set", f"train.backend={args.backend}"])}
     rates: dict[str, list[float]] = {name: [] for name in layouts}
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
-        subprocess.run(py + ["make-data", "--config", args.config, "--out", str(data), "--quiet",
-                             "--set", "data.n_train=2048", "--set", "data.n_validation=256", "--set", "data.n_test=8"]
-                       + overrides, check=True, stdout=subprocess.DEVNULL)
+        make_small_data(args.config, data, 2048, 256, overrides)
         for rnd in range(args.rounds):
             for name, (launcher, threads, per_rank, backend) in layouts.items():
-                run = Path(tmp) / f"{name}-{rnd}"
-                subprocess.run(launcher + py + [
-                    "train", "--config", args.config, "--data", str(data), "--run", str(run), "--quiet",
-                    *overrides, *backend, "--set", f"loader.batch_size={per_rank}", "--set", f"train.steps={args.steps}",
-                    "--set", "train.log_every=10", "--set", "train.fidelity_every=100000",
-                    "--set", "train.sample_every=100000", "--set", "train.checkpoint_every=100000"],
-                    check=True, env=dict(os.environ, OMP_NUM_THREADS=threads), stdout=subprocess.DEVNULL)
-                lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-                window = [x["images_per_s"] for x in lines if "images_per_s" in x][1:]
-                rates[name].append(statistics.median(window))
+                rates[name].append(train_images_per_s(
+                    launcher, args.config, data, Path(tmp) / f"{name}-{rnd}", args.steps, 10,
+                    overrides + backend + ["--set", f"loader.batch_size={per_rank}"],
+                    env=dict(os.environ, OMP_NUM_THREADS=threads)))
                 print(f"round {rnd} {name}: {rates[name][-1]:.1f} images/s", file=sys.stderr)
     out = {"config": args.config, "backend": args.backend, "global_batch": batch, "steps": args.steps, "rounds": args.rounds}
     for name, r in rates.items():

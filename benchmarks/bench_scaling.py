@@ -20,6 +20,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from train_rate import make_small_data, train_images_per_s
+
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,28 +35,19 @@ def main():
     args = ap.parse_args()
     env = dict(os.environ, OMP_NUM_THREADS="1")
     backends = ["ddp"] + (["horovod"] if importlib.util.find_spec("horovod") else [])
-    py = [sys.executable, "-m", "pipeline"]
+    config = str(REPO / "configs/quickstart.yaml")
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
-        subprocess.run(py + ["make-data", "--config", str(REPO / "configs/quickstart.yaml"), "--out", str(data),
-                             "--quiet", "--set", f"physics.map_size={args.size}", "--set", "data.n_train=1024",
-                             "--set", "data.n_validation=64", "--set", "data.n_test=8"],
-                       check=True, env=env, stdout=subprocess.DEVNULL)
+        make_small_data(config, data, 1024, 64, ["--set", f"physics.map_size={args.size}"], env)
         for rep in range(args.repeats):
             for backend in backends:
                 for ranks in (1, 2):
-                    run = Path(tmp) / f"{backend}-{ranks}-{rep}"
-                    subprocess.run([str(BIN / "mpirun"), "-n", str(ranks)] + py + [
-                        "train", "--config", str(REPO / "configs/quickstart.yaml"), "--data", str(data),
-                        "--run", str(run), "--quiet", "--set", f"train.backend={backend}",
-                        "--set", f"loader.batch_size={args.batch}", "--set", f"train.steps={args.steps}",
-                        "--set", "train.log_every=4", "--set", "train.fidelity_every=100000",
-                        "--set", "train.sample_every=100000", "--set", "train.checkpoint_every=100000"],
-                        check=True, env=env, stdout=subprocess.DEVNULL)
-                    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-                    rates = [x["images_per_s"] for x in lines if "images_per_s" in x][1:]
-                    results.setdefault((backend, ranks), []).append(statistics.median(rates))
+                    rate = train_images_per_s(
+                        [str(BIN / "mpirun"), "-n", str(ranks)], config, data, Path(tmp) / f"{backend}-{ranks}-{rep}",
+                        args.steps, 4, ["--set", f"train.backend={backend}", "--set", f"loader.batch_size={args.batch}"],
+                        env)
+                    results.setdefault((backend, ranks), []).append(rate)
         out = {"size": args.size, "per_rank_batch": args.batch, "steps": args.steps}
         for backend in backends:
             one = statistics.median(results[(backend, 1)])
