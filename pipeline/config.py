@@ -393,7 +393,7 @@ class TrainConfig:
     cell by that mean's square (0 = off: the batch's pairs, every cell alike; ~0.99
     averages the last ~100 steps; aux_losses.py);
     distribution_weight: weight of the per-map distribution term, the energy distance of
-    each map's pixel moments, soft V0 and ring powers from those of training maps (0 = off;
+    each map's pixel moments, soft V0, soft V1 and ring powers from those of training maps (0 = off;
     one cosmology only; pipeline/train/distribution_loss.py);
     fresh_params: a conditional run draws its generated maps at uniform draws over the
     training support instead of at the real batch's parameters (needs spectral_weight 0);
