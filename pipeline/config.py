@@ -356,7 +356,10 @@ class TransformConfig:
     sample's most negative kappa, times 1 + margin) or a number > -min(kappa);
     scale: "auto" (the median of x over the training sample) or a positive number.
     fit_maps: the size of that sample, drawn at random (seeded by train.seed) from the
-    whole training split.
+    whole training split. s is steepest at x = 0, so a small margin spreads the deepest
+    pixels over much of tanh's range: at 0.05 the quickstart's dark tail (-2 sigma to its
+    floor near -3 sigma) took 0.44 of it against 0.08 for +2..+3 sigma, and G compressed
+    that tail; configs/quickstart.yaml sets 0.5 (docs/training-notes.md, v1m5_s0).
     """
 
     shift: Union[Literal["auto"], float] = "auto"

@@ -113,7 +113,7 @@ class PerMapDistributionLoss:
         # |grad kappa| by periodic central differences in pixel units, as the statistics take it
         gx = (k.roll(-1, 2) - k.roll(1, 2)) / 2
         gy = (k.roll(-1, 1) - k.roll(1, 1)) / 2
-        grad = (gx.square() + gy.square() + 1e-30).sqrt().flatten(1)
+        grad = (gx.square() + gy.square() + 1e-30).sqrt().flatten(1)  # + 1e-30: sqrt's gradient finite where flat
         v1 = (step * (1 - step) / width * grad[:, None, :]).mean(2) / 4
         power = torch.fft.rfft2(kappa.float()).abs().square()[:, self.keep]
         rings = torch.zeros(len(x), self.n_rings, device=x.device).index_add(1, self.ring, power) / self.ring_counts
