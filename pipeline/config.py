@@ -398,6 +398,9 @@ class TrainConfig:
     distribution_weight: weight of the per-map distribution term, the energy distance of
     each map's pixel moments, soft V0, soft V1 and ring powers from those of training maps (0 = off;
     one cosmology only; pipeline/train/distribution_loss.py);
+    distribution_spread_weight: that term's weight, relative to its distances, of the
+    squared log ratio of each summary's standard deviation over the batch to the
+    training maps' (0 = off);
     fresh_params: a conditional run draws its generated maps at uniform draws over the
     training support instead of at the real batch's parameters (needs spectral_weight 0);
     lr_decay: "none" (constant learning rates) or "cosine" (from lr_* at step 0 down to
@@ -436,6 +439,7 @@ class TrainConfig:
     cosmology_spectral_mean: bool = False
     cosmology_spectral_focus: float = 0.0
     distribution_weight: float = 0.0
+    distribution_spread_weight: float = 0.0
     fresh_params: bool = False
     lr_decay: Literal["none", "cosine"] = "none"
     lr_final_fraction: float = 0.1
@@ -465,6 +469,7 @@ class TrainConfig:
         _non_negative(self.spectral_weight, f"{where}.spectral_weight")
         _non_negative(self.cosmology_spectral_weight, f"{where}.cosmology_spectral_weight")
         _non_negative(self.distribution_weight, f"{where}.distribution_weight")
+        _non_negative(self.distribution_spread_weight, f"{where}.distribution_spread_weight")
         _non_negative(self.fidelity_bias_weight, f"{where}.fidelity_bias_weight")
         if self.fresh_params and (self.spectral_weight > 0 or self.cosmology_spectral_weight > 0):
             raise ConfigError(f"{where}.fresh_params: the spectral term's targets exist only at the training "

@@ -120,7 +120,8 @@ def test_training_with_the_term_logs_it(tiny_data, tmp_path):
     from conftest import CONFIGS, run_main
 
     run_main("train", "--config", CONFIGS / "tiny.yaml", "--data", tiny_data, "--run", tmp_path / "run",
-             "--quiet", "--set", "train.steps=4", "--set", "train.distribution_weight=1", check=True)
+             "--quiet", "--set", "train.steps=4", "--set", "train.distribution_weight=1",
+             "--set", "train.distribution_spread_weight=1", check=True)
     line = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
     assert line["loss_aux"] > 0
 
@@ -164,3 +165,49 @@ def test_soft_v1_matches_the_statistics_minkowski_v1():
             c = loss.center + t * loss.scale
             _, _, v1, _ = minkowski_functionals(f, np.array([c - 0.1 * loss.scale, c + 0.1 * loss.scale]))
             assert soft[i] == pytest.approx(float(v1.mean()), rel=0.04), t
+
+
+def test_spread_errors_are_the_squared_log_ratio_of_the_scatters():
+    """Per summary, (log(s_batch / s_bank))^2 with both standard deviations over maps (ddof
+    1), computed by hand from the summaries; maps given 15% more amplitude scatter (the
+    bank's per-map pixel sigma scatters 10%, so ~1.8x as spread: (log 1.8)^2 ~ 0.3) score
+    far above two samples of one model (~0.01 over 64 maps); the loss adds the errors with
+    their weight, and weight 0 leaves the distances alone."""
+    bank = lognormal_like(1024, 16, 11)
+    loss = PerMapDistributionLoss(16, [bank], WIDE, torch.device("cpu"), spread_weight=2.0)
+    fake = lognormal_like(64, 16, 12)
+    fake *= (1 + 0.15 * np.random.default_rng(16).standard_normal((64, 1, 1))).astype(np.float32)
+    s = loss.summaries(torch.as_tensor(fake)).numpy().astype(np.float64)
+    ref = loss.summaries(torch.as_tensor(bank)).numpy().astype(np.float64)
+    expected = np.log(s.std(0, ddof=1) / ref.std(0, ddof=1)) ** 2
+    e = loss.spread_errors(as_fake(fake)).numpy()
+    used = loss.used.numpy()
+    np.testing.assert_allclose(e[used], expected[used], rtol=2e-3, atol=1e-6)
+    same = loss.spread_errors(as_fake(lognormal_like(64, 16, 13)))
+    sigma = loss.names.index("sigma")
+    assert e[sigma] > 0.15 and e[sigma] > 5 * float(same[sigma])
+    x = as_fake(fake)
+    d = float((loss.distances(x) * loss.weight).sum())
+    assert float(loss(x)) == pytest.approx(d + 2.0 * float((loss.spread_errors(x) * loss.weight).sum()), rel=1e-5)
+    plain = PerMapDistributionLoss(16, [bank], WIDE, torch.device("cpu"))
+    assert float(plain(x)) == pytest.approx(d, rel=1e-5)
+
+
+def test_spread_part_has_finite_gradients_when_a_summary_is_fixed():
+    """A bank with a fixed map mean (the summary not used) and a batch whose means are all
+    equal too: the masked summary must not turn the gradient into NaN."""
+    bank = lognormal_like(64, 16, 14)
+    bank -= bank.mean((1, 2), keepdims=True)
+    loss = PerMapDistributionLoss(16, [bank], WIDE, torch.device("cpu"), spread_weight=1.0)
+    maps = lognormal_like(8, 16, 15)
+    maps -= maps.mean((1, 2), keepdims=True)
+    fake = as_fake(maps).clone().requires_grad_()
+    loss(fake).backward()
+    assert torch.isfinite(fake.grad).all() and fake.grad.abs().sum() > 0
+
+
+def test_a_negative_spread_weight_is_refused():
+    from pipeline.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="train.distribution_spread_weight"):
+        load_config(None, ["train.distribution_spread_weight=-1"])
