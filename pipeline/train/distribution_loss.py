@@ -102,7 +102,8 @@ class PerMapDistributionLoss:
 
     def summaries(self, kappa: torch.Tensor) -> torch.Tensor:
         """Each map's summaries (B, K) from maps (B, N, N) in kappa, float32."""
-        x = kappa.float().flatten(1)
+        k = kappa.float()
+        x = k.flatten(1)
         mean = x.mean(1, keepdim=True)
         dev = x - mean
         var = dev.square().mean(1)
@@ -111,13 +112,12 @@ class PerMapDistributionLoss:
         width = SOFTNESS_SIGMA * self.scale
         step = torch.sigmoid((x[:, None, :] - self.thresholds[None, :, None]) / width)  # (B, T, N^2)
         v0 = step.mean(2)
-        k = kappa.float()
         # |grad kappa| by periodic central differences in pixel units, as the statistics take it
         gx = (k.roll(-1, 2) - k.roll(1, 2)) / 2
         gy = (k.roll(-1, 1) - k.roll(1, 1)) / 2
         grad = (gx.square() + gy.square() + 1e-30).sqrt().flatten(1)  # + 1e-30: sqrt's gradient finite where flat
         v1 = (step * (1 - step) / width * grad[:, None, :]).mean(2) / 4
-        power = torch.fft.rfft2(kappa.float()).abs().square()[:, self.keep]
+        power = torch.fft.rfft2(k).abs().square()[:, self.keep]
         rings = torch.zeros(len(x), self.n_rings, device=x.device).index_add(1, self.ring, power) / self.ring_counts
         return torch.cat([mean, sigma[:, None], skew[:, None], v0, v1, torch.log(rings)], 1)
 
@@ -137,30 +137,35 @@ class PerMapDistributionLoss:
             raise ValueError("per-map distribution term: needs a batch of at least 2 maps")
         return self._standardise(self.summaries(self.transform.inverse(fake[:, 0].float())))
 
-    def distances(self, fake: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+    def distances(self, fake: torch.Tensor) -> torch.Tensor:
         """The energy distance per summary (K,) of generated maps (B, 1, N, N) from the bank
-        (0 for a summary not used); x: their ``standardised`` summaries, if already computed."""
-        x = self.standardised(fake) if x is None else x
+        (0 for a summary not used)."""
+        return self._distances(self.standardised(fake))
+
+    def spread_errors(self, fake: torch.Tensor) -> torch.Tensor:
+        """(log(s_batch / s_bank))^2 per summary (K,) of generated maps (B, 1, N, N), s the
+        standard deviation over maps (ddof 1), 0 for a summary not used. The energy distance
+        barely sees a spread error: for two normals it is 0.019 (in the narrower's sigma)
+        when one is 1.28x wider, as the quickstart's map means were (docs/training-notes.md,
+        v1m5_s0), against 0.035 for a shift of 0.25 sigma that the criteria still pass; this
+        part is 0.061 there and grows as the square of the log ratio. Over a batch of 64 its
+        expectation for two samples of one model is ~0.01."""
+        return self._spread_errors(self.standardised(fake))
+
+    def _distances(self, x: torch.Tensor) -> torch.Tensor:
         cross = (x[:, None, :] - self.bank[None, :, :]).abs().mean((0, 1))
         d = 2 * cross - self._pair_mean(x) - self.bank_self
         return torch.where(self.used, d, torch.zeros_like(d))
 
-    def spread_errors(self, fake: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
-        """(log(s_batch / s_bank))^2 per summary (K,), s the standard deviation over maps
-        (ddof 1), 0 for a summary not used. The energy distance barely sees a spread error:
-        for two normals it is 0.019 (in the narrower's sigma) when one is 1.28x wider, as the
-        quickstart's map means were (docs/training-notes.md, v1m5_s0), against 0.035 for a
-        shift of 0.25 sigma that the criteria still pass; this part is 0.061 there and
-        grows as the square of the log ratio. Over a batch of 64 its expectation for two samples of one model is ~0.01."""
-        x = self.standardised(fake) if x is None else x
+    def _spread_errors(self, x: torch.Tensor) -> torch.Tensor:
         # log s = log(var) / 2 (the bank's standardised spread is 1); the variance, not the
         # standard deviation, so a summary the batch does not vary has a finite gradient
         var = torch.where(self.used, x.var(0), torch.ones_like(self.spread))
         return (torch.log(var) / 2).square()
 
     def __call__(self, fake: torch.Tensor, params: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.standardised(fake)
-        total = (self.distances(fake, x) * self.weight).sum()
+        x = self.standardised(fake)  # once, for both parts
+        total = (self._distances(x) * self.weight).sum()
         if self.spread_weight > 0:
-            total = total + self.spread_weight * (self.spread_errors(fake, x) * self.weight).sum()
+            total = total + self.spread_weight * (self._spread_errors(x) * self.weight).sum()
         return total
