@@ -149,7 +149,7 @@ def test_soft_v1_matches_the_statistics_minkowski_v1():
     threshold; they differ by the kernel's shape (second order in its ~0.2 sigma width, ~1%
     where V1 is curved most) and the bin's few pixels. Within 4% at |t| <= 1 sigma, where
     each bin holds ~1,000 pixels over the maps; a kernel without its 1/width is off ~500x,
-    a one-sided difference or a missing /4 by 2x or 4x."""
+    a missing /2 or /4 by 2x or 4x."""
     from pipeline.stats.minkowski import minkowski_functionals
 
     g = np.random.default_rng(0)
