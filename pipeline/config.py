@@ -401,6 +401,9 @@ class TrainConfig:
     distribution_spread_weight: that term's weight, relative to its distances, of the
     squared log ratio of each summary's standard deviation over the batch to the
     training maps' (0 = off);
+    distribution_correlation_weight: that term's weight, relative to its distances, of the
+    squared difference of each pair of summaries' correlation over the batch from the
+    training maps' (0 = off);
     fresh_params: a conditional run draws its generated maps at uniform draws over the
     training support instead of at the real batch's parameters (needs spectral_weight 0);
     lr_decay: "none" (constant learning rates) or "cosine" (from lr_* at step 0 down to
@@ -440,6 +443,7 @@ class TrainConfig:
     cosmology_spectral_focus: float = 0.0
     distribution_weight: float = 0.0
     distribution_spread_weight: float = 0.0
+    distribution_correlation_weight: float = 0.0
     fresh_params: bool = False
     lr_decay: Literal["none", "cosine"] = "none"
     lr_final_fraction: float = 0.1
@@ -470,6 +474,7 @@ class TrainConfig:
         _non_negative(self.cosmology_spectral_weight, f"{where}.cosmology_spectral_weight")
         _non_negative(self.distribution_weight, f"{where}.distribution_weight")
         _non_negative(self.distribution_spread_weight, f"{where}.distribution_spread_weight")
+        _non_negative(self.distribution_correlation_weight, f"{where}.distribution_correlation_weight")
         _non_negative(self.fidelity_bias_weight, f"{where}.fidelity_bias_weight")
         if self.fresh_params and (self.spectral_weight > 0 or self.cosmology_spectral_weight > 0):
             raise ConfigError(f"{where}.fresh_params: the spectral term's targets exist only at the training "

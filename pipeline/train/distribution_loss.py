@@ -30,6 +30,14 @@ wrong way, +1.0 reference sigmas at best.pt (docs/training-notes.md, dist5); a s
 the mean shifts every pixel, so every V0 threshold and PDF bin. V1 joined after the
 term had brought the pixel moments within 0.2 sigma and left V1 below the mean at
 0.45-0.6 sigma (runs comb_s0, comb_s1).
+
+Two optional parts look past each summary's own distribution. The spread part
+(``spread_errors``) weighs a wrong scatter over maps, which the distance barely sees.
+The correlation part (``correlation_errors``) weighs the joint distribution: the
+physical model's maps have their pixel mean and sigma correlated at 0.99 (a lognormal
+map's mean follows its realised variance), which sets how V0 near the mode scatters
+(one rises with the mean and falls with the sigma); the emulator had them at 0.34 with
+each marginal right, and V0 at -0.3 sigma 1.2x too wide (docs/training-notes.md, sp5_s0).
 """
 
 from __future__ import annotations
@@ -55,12 +63,14 @@ SOFTNESS_SIGMA = 0.1
 
 class PerMapDistributionLoss:
     def __init__(self, size: int, bank_chunks: Iterable[np.ndarray], transform: PixelTransform,
-                 device: torch.device, spread_weight: float = 0.0):
+                 device: torch.device, spread_weight: float = 0.0, correlation_weight: float = 0.0):
         """size: pixels per side N; bank_chunks: training maps in kappa, arrays (n_i, N, N),
         whose summaries are the reference distribution; transform: the run's pixel transform;
-        spread_weight: weight of the spread part (see ``spread_errors``) beside the distances."""
+        spread_weight, correlation_weight: weights of the spread and correlation parts (see
+        ``spread_errors``, ``correlation_errors``) beside the distances."""
         self.transform = transform
         self.spread_weight = float(spread_weight)
+        self.correlation_weight = float(correlation_weight)
         ring = rfft_rings(size, device)
         self.keep = (ring >= 1) & (ring <= size // 4)
         self.ring = ring[self.keep] - 1
@@ -89,6 +99,12 @@ class PerMapDistributionLoss:
         self.weight = weight / weight.sum()
         self.spread = torch.where(self.used, spread, torch.ones_like(spread))
         self.bank = self._standardise(raw)                      # (n_bank, K)
+        self.bank_correlation = self._correlation(self.bank)    # (K, K)
+        # each pair's weight: the product of its summaries' weights, off the diagonal, so every
+        # group weighs in the pairs as in the distances; normalised to sum 1
+        pair = self.weight[:, None] * self.weight[None, :]
+        pair.fill_diagonal_(0)
+        self.pair_weight = pair / pair.sum().clamp(min=1e-30)
         # E|Y - Y'| per summary (K,), from the sorted bank: sum over i<j of y_(j) - y_(i)
         n = len(self.bank)
         rank = torch.arange(n, device=device, dtype=torch.float32)
@@ -152,6 +168,27 @@ class PerMapDistributionLoss:
         expectation for two samples of one model is ~0.01."""
         return self._spread_errors(self.standardised(fake))
 
+    def correlation_errors(self, fake: torch.Tensor) -> torch.Tensor:
+        """(r_batch - r_bank)^2 per pair of summaries (K, K) of generated maps (B, 1, N, N),
+        r the Pearson correlation over maps (0 on the diagonal and for a summary not used;
+        ``pair_weight`` weighs them). For two samples of one model its expectation is
+        about (1 - r^2)^2 / B per pair (the sampling variance of r), ~0.016 at r = 0 over a
+        batch of 64; the quickstart's mean-sigma pair (0.34 against 0.99) gives 0.42."""
+        return self._correlation_errors(self.standardised(fake))
+
+    @staticmethod
+    def _correlation(x: torch.Tensor) -> torch.Tensor:
+        """Pearson correlation matrix (K, K) of the columns of x (n, K); a column that does not
+        vary gets correlation 0 (its variance floored, so the gradient stays finite)."""
+        dev = x - x.mean(0)
+        cov = dev.T @ dev / (len(x) - 1)
+        sd = cov.diagonal().clamp(min=1e-12).sqrt()
+        return cov / (sd[:, None] * sd[None, :])
+
+    def _correlation_errors(self, x: torch.Tensor) -> torch.Tensor:
+        err = (self._correlation(x) - self.bank_correlation).square()
+        return torch.where(self.pair_weight > 0, err, torch.zeros_like(err))
+
     def _distances(self, x: torch.Tensor) -> torch.Tensor:
         cross = (x[:, None, :] - self.bank[None, :, :]).abs().mean((0, 1))
         d = 2 * cross - self._pair_mean(x) - self.bank_self
@@ -168,4 +205,6 @@ class PerMapDistributionLoss:
         total = (self._distances(x) * self.weight).sum()
         if self.spread_weight > 0:
             total = total + self.spread_weight * (self._spread_errors(x) * self.weight).sum()
+        if self.correlation_weight > 0:
+            total = total + self.correlation_weight * (self._correlation_errors(x) * self.pair_weight).sum()
         return total
