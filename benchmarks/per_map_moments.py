@@ -8,7 +8,9 @@ above a threshold) at thresholds of -1, 0, 1, 2 reference sigma (kappa). Prints,
 figure, the reference's mean and per-map standard deviation, then for the emulator (and
 the floor sample, when given) the bias of the mean in units of the reference's per-map
 sigma and the ratio of per-map sigmas: the quantities the validation report judges per
-bin, here on the moments that set the Minkowski curves. --train-mode also samples with
+bin, here on the moments that set the Minkowski curves. Then the correlations over maps
+of pairs of figures (CORRELATED_PAIRS): the joint distribution, which sets how V0 near
+the mode scatters (a lognormal map's mean follows its realised variance). --train-mode also samples with
 G's BatchNorm on batch statistics (as during training, batches of 64) to separate what
 training saw from what eval mode (running statistics) gives.
 """
@@ -24,6 +26,8 @@ from pipeline.data.loader import MapDataset
 from pipeline.emulator import Emulator, latent
 
 THRESHOLDS_SIGMA = (-2.0, -1.0, 0.0, 1.0, 2.0)
+CORRELATED_PAIRS = (("mean", "sigma"), ("mean", "skewness"), ("sigma", "skewness"),
+                    ("mean", "V0(-1)"), ("sigma", "V0(-1)"), ("mean", "V0(+0)"))
 
 
 def per_map_figures(maps: np.ndarray, sigma_ref: float, mean_ref: float) -> dict[str, np.ndarray]:
@@ -92,6 +96,10 @@ def main():
             b = (f[key].mean() - ra.mean()) / ra.std(ddof=1)
             cells.append(f"{b:+10.3f} {f[key].std(ddof=1) / ra.std(ddof=1):10.3f}      ")
         print(f"{key:12s} {ra.mean():11.4g} {ra.std(ddof=1):10.4g}  " + "  ".join(cells))
+    print(f"\n{'correlation':24s} {'ref':>7s}  " + "  ".join(f"{k[:24]:>26s}" for k in samples))
+    for a, b in CORRELATED_PAIRS:
+        cells = [f"{np.corrcoef(f[a], f[b])[0, 1]:26.3f}" for f in figures.values()]
+        print(f"{a + ', ' + b:24s} {np.corrcoef(r[a], r[b])[0, 1]:7.3f}  " + "  ".join(cells))
 
 
 if __name__ == "__main__":
