@@ -194,24 +194,19 @@ def test_spread_errors_are_the_squared_log_ratio_of_the_scatters():
     assert float(plain(x)) == pytest.approx(d, rel=1e-5)
 
 
-def test_spread_part_has_finite_gradients_when_a_summary_is_fixed():
+@pytest.mark.parametrize("part", ["spread_weight", "correlation_weight"])
+def test_optional_parts_have_finite_gradients_when_a_summary_is_fixed(part):
     """A bank with a fixed map mean (the summary not used) and a batch whose means are all
-    equal too: the masked summary must not turn the gradient into NaN."""
+    equal too: the masked summary must not turn the gradient into NaN (the spread part
+    divides by a standard deviation, the correlation part by two)."""
     bank = lognormal_like(64, 16, 14)
     bank -= bank.mean((1, 2), keepdims=True)
-    loss = PerMapDistributionLoss(16, [bank], WIDE, torch.device("cpu"), spread_weight=1.0)
+    loss = PerMapDistributionLoss(16, [bank], WIDE, torch.device("cpu"), **{part: 1.0})
     maps = lognormal_like(8, 16, 15)
     maps -= maps.mean((1, 2), keepdims=True)
     fake = as_fake(maps).clone().requires_grad_()
     loss(fake).backward()
     assert torch.isfinite(fake.grad).all() and fake.grad.abs().sum() > 0
-
-
-def test_a_negative_spread_weight_is_refused():
-    from pipeline.config import ConfigError, load_config
-
-    with pytest.raises(ConfigError, match="train.distribution_spread_weight"):
-        load_config(None, ["train.distribution_spread_weight=-1"])
 
 
 def coupled(n, size, seed, shuffle=False):
@@ -257,20 +252,9 @@ def test_correlation_errors_are_the_squared_differences_of_the_correlation_matri
                                            rel=1e-5)
 
 
-def test_correlation_part_has_finite_gradients_when_a_summary_is_fixed():
-    """As for the spread part: a fixed map mean in the bank and the batch."""
-    bank = lognormal_like(64, 16, 23)
-    bank -= bank.mean((1, 2), keepdims=True)
-    loss = PerMapDistributionLoss(16, [bank], WIDE, torch.device("cpu"), correlation_weight=1.0)
-    maps = lognormal_like(8, 16, 24)
-    maps -= maps.mean((1, 2), keepdims=True)
-    fake = as_fake(maps).clone().requires_grad_()
-    loss(fake).backward()
-    assert torch.isfinite(fake.grad).all() and fake.grad.abs().sum() > 0
-
-
-def test_a_negative_correlation_weight_is_refused():
+@pytest.mark.parametrize("key", ["distribution_spread_weight", "distribution_correlation_weight"])
+def test_a_negative_part_weight_is_refused(key):
     from pipeline.config import ConfigError, load_config
 
-    with pytest.raises(ConfigError, match="train.distribution_correlation_weight"):
-        load_config(None, ["train.distribution_correlation_weight=-1"])
+    with pytest.raises(ConfigError, match=f"train.{key}"):
+        load_config(None, [f"train.{key}=-1"])
