@@ -47,7 +47,7 @@ class Emulator:
     config: the run's resolved config; side_angle_deg: field side of the maps (degrees);
     map_size: pixels per side; param_names / param_ranges: the conditioning parameters and
     their training support ((), {} for an unconditional run); autocast: the precision
-    context the generator runs under (training's, for the fidelity check; fp32 otherwise).
+    context the generator runs under (fp32 when None).
     """
 
     def __init__(self, generator: nn.Module, transform: PixelTransform, model_args: ModelArgs,

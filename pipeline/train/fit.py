@@ -192,10 +192,13 @@ class Trainer:
                           train_manifest_digest=manifest.digest(), parts=self.state.state_dict())
 
     def emulator(self) -> Emulator:
-        """The generator as it stands (the weight average when there is one), as an Emulator."""
+        """The generator as it stands (the weight average when there is one), as an Emulator
+        in fp32, as ``generate`` runs it: the fidelity check scores the maps a user gets. Under
+        training's bf16 the quickstart's check read a 3x worse PDF (bf16's 8-bit mantissa
+        combs the pixel values) and picked best.pt by that noise (docs/training-notes.md)."""
         gen = self.ema.generator() if self.ema is not None else self.gen
         return Emulator(gen, self.transform, self.args, self.support, self.data.side_angle_deg, self.cfg,
-                        self.backend.device, autocast=self.autocast, step=self.progress.step,
+                        self.backend.device, step=self.progress.step,
                         weights="generator_ema" if self.ema is not None else "generator")
 
     # -- the loop --------------------------------------------------------------------------

@@ -158,6 +158,28 @@ def test_precision_and_layout_options_train(tiny_data, tmp_path, setting):
     assert all(torch.isfinite(v).all() for v in ckpt.parts["generator"].values() if v.is_floating_point())
 
 
+def test_the_fidelity_check_under_bf16_training_scores_the_maps_generate_makes(tiny_data, tmp_path):
+    """The check that picks best.pt runs the generator in fp32, as generate does, whatever the
+    training precision: its logged score equals the score of the saved checkpoint's maps.
+    (Under bf16 the quickstart's check read the PDF 3x worse than the saved model's.)"""
+    from pipeline.config import load_config
+    from pipeline.emulator import Emulator
+    from pipeline.parallel.backend import SingleBackend
+    from pipeline.train.fit import Trainer
+
+    run = tmp_path / "run"
+    settings = ("--set", "train.steps=8", "--set", "train.precision=bf16")
+    run_main("train", "--config", TINY, "--data", tiny_data, "--run", run, "--quiet", *settings, check=True)
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    logged = next(m for m in logged if m.get("step") == 8 and "fid_score" in m)
+    # the same check (reference maps, noise) as the run built, on the checkpoint read back
+    cfg = load_config(TINY, [s for s in settings if s != "--set"])
+    check = Trainer(cfg, tiny_data, run, SingleBackend("cpu"), progress=False)._fidelity_check()
+    scores = check(Emulator.load(run, "best"), cfg.loader.batch_size)
+    for key in ("fid_ps_mean", "fid_pdf_max", "fid_bias_max", "fid_score"):
+        assert scores[key] == pytest.approx(logged[key], rel=1e-5, abs=1e-7), key
+
+
 def test_generated_maps_are_kappa(tiny_data, uninterrupted, tmp_path):
     """generate writes a dataset in physical units: values above the transform's floor -shift."""
     from pipeline.data.loader import MapDataset
