@@ -38,6 +38,7 @@ physical model's maps have their pixel mean and sigma correlated at 0.99 (a logn
 map's mean follows its realised variance), which sets how V0 near the mode scatters
 (one rises with the mean and falls with the sigma); the emulator had them at 0.34 with
 each marginal right, and V0 at -0.3 sigma 1.2x too wide (docs/training-notes.md, sp5_s0).
+It compares correlations on Fisher's z scale, where each pair's sampling noise is the same.
 """
 
 from __future__ import annotations
@@ -59,6 +60,16 @@ THRESHOLDS_SIGMA = (-2.0, -1.75, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 2.5)
 #: Width of the logistic step of the soft V0, in pixel sigma: narrow against the 0.5
 #: sigma between thresholds, wide enough that every map has pixels on the slope.
 SOFTNESS_SIGMA = 0.1
+
+
+#: Shrinkage of a correlation before Fisher's z: |z| <= atanh(1 - R_SHRINK) = 3.8, beyond the
+#: quickstart's tightest coupling (mean-sigma, 0.99: z = 2.6).
+R_SHRINK = 1e-3
+
+
+def fisher_z(r: torch.Tensor) -> torch.Tensor:
+    """atanh((1 - R_SHRINK) r): a correlation on a scale where its sampling noise is even."""
+    return torch.atanh((1 - R_SHRINK) * r)
 
 
 class PerMapDistributionLoss:
@@ -169,11 +180,15 @@ class PerMapDistributionLoss:
         return self._spread_errors(self.standardised(fake))
 
     def correlation_errors(self, fake: torch.Tensor) -> torch.Tensor:
-        """(r_batch - r_bank)^2 per pair of summaries (K, K) of generated maps (B, 1, N, N),
-        r the Pearson correlation over maps (0 on the diagonal and for a summary not used;
-        ``pair_weight`` weighs them). For two samples of one model its expectation is
-        about (1 - r^2)^2 / B per pair (the sampling variance of r), ~0.016 at r = 0 over a
-        batch of 64; the quickstart's mean-sigma pair (0.34 against 0.99) gives 0.42."""
+        """(z_batch - z_bank)^2 per pair of summaries (K, K) of generated maps (B, 1, N, N),
+        z = atanh(r) Fisher's transform of r, the Pearson correlation over maps (0 on the
+        diagonal and for a summary not used; ``pair_weight`` weighs them). Why z and not r:
+        r's sampling variance, (1 - r^2)^2 / B, is 100x smaller at r = 0.99 than at 0, so in
+        r the tightest couplings weighed least where they are best measured; z's is 1 / (B - 3)
+        for every pair (for a batch of 64, 0.016), so each error reads in units of sampling
+        noise. The quickstart's mean-sigma pair (0.66 against 0.99) is 3.5 in z, 0.11 in r
+        (docs/training-notes.md, c2_s0). r is shrunk by 1 - R_SHRINK first so that |r| = 1
+        has a finite z and gradient."""
         return self._correlation_errors(self.standardised(fake))
 
     @staticmethod
@@ -186,7 +201,7 @@ class PerMapDistributionLoss:
         return cov / (sd[:, None] * sd[None, :])
 
     def _correlation_errors(self, x: torch.Tensor) -> torch.Tensor:
-        err = (self._correlation(x) - self.bank_correlation).square()
+        err = (fisher_z(self._correlation(x)) - fisher_z(self.bank_correlation)).square()
         return torch.where(self.pair_weight > 0, err, torch.zeros_like(err))
 
     def _distances(self, x: torch.Tensor) -> torch.Tensor:

@@ -223,29 +223,29 @@ def coupled(n, size, seed, shuffle=False):
 
 
 def test_correlation_errors_are_the_squared_differences_of_the_correlation_matrices():
-    """Per pair of used summaries, (r_batch - r_bank)^2 with numpy's Pearson correlations of
-    the summaries, 0 on the diagonal; the pair weights are the products of the summaries'
-    weights off the diagonal, summing to 1; the loss adds the errors with their weight.
-    Shuffling which map gets which offset keeps every marginal and breaks the mean-sigma
-    coupling (0.95 -> 0 +- 0.13): its error (0.59 here) is far above that of a fresh sample
-    of the model (~(1 - 0.9)^2 / 64 ~ 2e-4)."""
+    """Per pair of used summaries, (z_batch - z_bank)^2, z = atanh(0.999 r) of numpy's Pearson
+    correlations r of the summaries, 0 on the diagonal; the pair weights are the products
+    of the summaries' weights off the diagonal, summing to 1; the loss adds the errors with
+    their weight. Shuffling which map gets which offset keeps every marginal and breaks the
+    mean-sigma coupling (0.95 -> 0 +- 0.13): its error (2.8 here) is far above that of a
+    fresh sample of the model (about 1 / (64 - 3) ~ 0.016, z's sampling variance)."""
     bank = coupled(1024, 16, 20)
     loss = PerMapDistributionLoss(16, [bank], WIDE, torch.device("cpu"), correlation_weight=3.0)
     fake = coupled(64, 16, 21, shuffle=True)
     used = loss.used.numpy()
     s = loss.summaries(torch.as_tensor(fake)).numpy().astype(np.float64)[:, used]
     ref = loss.summaries(torch.as_tensor(bank)).numpy().astype(np.float64)[:, used]
-    expected = (np.corrcoef(s.T) - np.corrcoef(ref.T)) ** 2
+    expected = (np.arctanh(0.999 * np.corrcoef(s.T)) - np.arctanh(0.999 * np.corrcoef(ref.T))) ** 2
     np.fill_diagonal(expected, 0)
     e = loss.correlation_errors(as_fake(fake)).numpy()
-    np.testing.assert_allclose(e[np.ix_(used, used)], expected, atol=2e-4)
+    np.testing.assert_allclose(e[np.ix_(used, used)], expected, rtol=2e-3, atol=2e-4)
     w = loss.pair_weight.numpy()
     assert w.sum() == pytest.approx(1) and np.diag(w).max() == 0 and (w[~used] == 0).all()
     i, j = loss.names.index("mean"), loss.names.index("sigma")
     assert w[i, j] == pytest.approx(float(loss.weight[i] * loss.weight[j]) / (1 - float((loss.weight ** 2).sum())))
     assert np.corrcoef(ref[:, 0], ref[:, 1])[0, 1] > 0.9
     same = loss.correlation_errors(as_fake(coupled(64, 16, 22))).numpy()
-    assert e[i, j] > 0.3 and e[i, j] > 20 * same[i, j]
+    assert e[i, j] > 2 and e[i, j] > 20 * same[i, j]
     x = as_fake(fake)
     d = float((loss.distances(x) * loss.weight).sum())
     assert float(loss(x)) == pytest.approx(d + 3.0 * float((loss.correlation_errors(x) * loss.pair_weight).sum()),
