@@ -8,7 +8,8 @@ script (which prints one JSON line) alternately from the base tree and from this
 ``--rounds`` times each (base, this, base, this, ...), in one process run on one
 machine, so that load drifting over the run hits both sides alike. Prints one JSON line:
 the median, minimum and maximum of ``--key`` on each side and the ratio of the medians
-(this / base). Each side imports the ``pipeline`` package of its own tree.
+(this / base). Each side imports the ``pipeline`` package of its own tree; a script the
+base commit lacks runs from this tree's copy.
 """
 
 import argparse
@@ -24,8 +25,12 @@ HERE = Path(__file__).resolve().parents[1]
 
 
 def run_once(tree: Path, script: list[str]) -> dict:
+    """The script run in ``tree``, importing its package; a script the tree lacks (a new
+    benchmark, against an older commit) is this tree's copy, run there."""
     env = dict(os.environ, PYTHONPATH=str(tree))
-    out = subprocess.run([sys.executable, *script], cwd=tree, env=env, capture_output=True, text=True, check=True)
+    path = script[0] if (tree / script[0]).is_file() else str(HERE / script[0])
+    out = subprocess.run([sys.executable, path, *script[1:]], cwd=tree, env=env, capture_output=True, text=True,
+                         check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
