@@ -403,7 +403,7 @@ class TrainConfig:
     training maps' (0 = off);
     distribution_correlation_weight: that term's weight, relative to its distances, of the
     squared difference of each pair of summaries' correlation over the batch from the
-    training maps' (0 = off);
+    training maps', on Fisher's z scale (0 = off);
     fresh_params: a conditional run draws its generated maps at uniform draws over the
     training support instead of at the real batch's parameters (needs spectral_weight 0);
     lr_decay: "none" (constant learning rates) or "cosine" (from lr_* at step 0 down to
