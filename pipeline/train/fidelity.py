@@ -13,7 +13,9 @@ checkpoint worse on every distribution figure than the last one (docs/training-n
 mbstd4). w = 0.4 weighs a 0.25 sigma bias (the validation target) as a 10% mean error;
 on the quickstart's 1024 check maps that worst bin is noisy enough that w = 0.4 picked a
 checkpoint of half the training, worse on every figure (training notes, ss_a2): off by
-default, and worth it only with many more check maps.
+default. (That check ran the generator under training's bf16, whose coarse pixel values
+inflated the PDF's bias, 0.53 against 0.18 in fp32 on one checkpoint; the check now runs
+in fp32, and w has not been tried since.)
 
 A conditional run is scored at every cosmology of the validation split (the training
 cosmologies, and held-out ones when the split has them): one generated map per
