@@ -112,6 +112,7 @@ class PerMapDistributionLoss:
         self.spread = torch.where(self.used, spread, torch.ones_like(spread))
         self.bank = self._standardise(raw)                      # (n_bank, K)
         self.bank_correlation = self._correlation(self.bank)    # (K, K)
+        self.bank_z = fisher_z(self.bank_correlation)
         # each pair's weight: the product of its summaries' weights, off the diagonal, so every
         # group weighs in the pairs as in the distances; normalised to sum 1
         pair = self.weight[:, None] * self.weight[None, :]
@@ -205,7 +206,7 @@ class PerMapDistributionLoss:
         return cov / (sd[:, None] * sd[None, :])
 
     def _correlation_errors(self, x: torch.Tensor) -> torch.Tensor:
-        err = (fisher_z(self._correlation(x)) - fisher_z(self.bank_correlation)).square()
+        err = (fisher_z(self._correlation(x)) - self.bank_z).square()
         return torch.where(self.pair_weight > 0, err, torch.zeros_like(err))
 
     def _cross(self, x: torch.Tensor) -> torch.Tensor:
@@ -213,7 +214,7 @@ class PerMapDistributionLoss:
         mean_j |x - y_j| = (x (2 k - n) + sum_j y_j - 2 sum_{j<k} y_(j)) / n, k the number of
         bank values below x, by a binary search in the sorted bank. Its gradient in x is
         (k + k' - n) / n, k' the number not above x: the mean of sign(x - y_j), 0 at a tie as
-        torch's |.| takes it. The (B, n, K) differences it replaces cost ~1/3 of the term's
+        torch's |.| takes it. The (B, n, K) differences it replaces took ~1/3 of the term's
         time (docs/benchmarks.md)."""
         n = self.sorted_bank.shape[1]
         xt = x.T.contiguous()                                                    # (K, B)
