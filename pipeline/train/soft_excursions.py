@@ -9,8 +9,8 @@ functions of the pixels so that they have a gradient:
 
 x_p a map's pixels, g_p its |grad kappa| and w the logistic step's width (d is the step's
 derivative, a kernel of unit area about the threshold). Written with broadcast tensors,
-autograd kept several (B, T, N^2) arrays and their products: the term's summaries took
-2/3 of its time and the term about half the quickstart's training step (docs/benchmarks.md).
+autograd kept several (B, T, N^2) arrays and their products, 2/3 of the term's time
+(docs/benchmarks.md).
 Here the forward and backward passes go one threshold at a time over (B, N^2) arrays and
 the backward pass recomputes s from x instead of storing it; the values are the same
 formula's, and tests/unit/test_soft_excursions.py checks both against plain autograd.
