@@ -320,9 +320,9 @@ class ModelConfig:
     of the parameters with D's pooled features, added to the logit), "planes" (one
     constant input channel per parameter, as NERSC's PyTorch CosmoGAN port did) or
     "projection+planes". Parameters enter normalised over the training support.
-    g_large_scale_rings: a conditional G's R lowest rings of |k| (1 .. R) get a gain of
-    each parameter's choosing before tanh (pipeline/models/dcgan.py, LargeScaleGain;
-    0 = off).
+    g_large_scale_rings: G's R lowest rings of |k| (1 .. R) get a learned gain before
+    tanh, of the parameters' choosing when conditional (pipeline/models/dcgan.py,
+    LargeScaleGain; 0 = off).
     """
 
     image_size: int = 0

@@ -42,8 +42,8 @@ class ModelArgs:
     takes, in its input order (empty: unconditional); g_conditioning: how G sees them ("film":
     an MLP of them gives every BatchNorm its gain and bias; "concat": appended to z; or both);
     d_conditioning: how D sees them ("projection": Miyato & Koyama 2018; "planes": constant
-    input channels; or both); g_large_scale_rings: R > 0 gives a conditional G a gain of the
-    parameters on the rings 1 .. R of |k| before tanh (0: off)."""
+    input channels; or both); g_large_scale_rings: R > 0 gives G a gain on the rings 1 .. R of |k|
+    before tanh, of the parameters' choosing when conditional (0: off)."""
 
     image_size: int
     z_dim: int = 64
@@ -79,8 +79,6 @@ class ModelArgs:
         if not 0 <= self.g_large_scale_rings <= self.image_size // 2:
             raise ModelArgsError(f"model.g_large_scale_rings: must be in 0 .. {self.image_size // 2} "
                                  f"(half the map's side), got {self.g_large_scale_rings!r}")
-        if self.g_large_scale_rings and not names:
-            raise ModelArgsError("model.g_large_scale_rings: needs a conditional model (model.condition_on)")
         if self.kernel_size < 2:
             raise ModelArgsError(f"model.kernel_size: must be an integer >= 2, got {self.kernel_size!r}")
         if self.kernel_size % 2 == 0 and self.upsample == "resize_conv":

@@ -121,7 +121,7 @@ class Generator(nn.Module):
             widths = {"bn0": 8 * g, "bn1": 4 * g, "bn2": 2 * g, "bn3": g}
             self.film = ParamFiLM(n_params, widths)
         self.large_scale = None
-        if n_params and args.g_large_scale_rings:
+        if args.g_large_scale_rings:
             self.large_scale = LargeScaleGain(n_params, args.g_large_scale_rings, args.image_size)
 
     def forward(self, z: torch.Tensor, params: torch.Tensor | None = None) -> torch.Tensor:
@@ -142,39 +142,51 @@ class Generator(nn.Module):
 
 
 class LargeScaleGain(nn.Module):
-    """A gain of the parameters on the largest scales: the map before tanh (B, 1, N, N), in
-    Fourier space, has every mode of ring r = round(|k|) in 1 .. R multiplied by
-    exp(a_r(p)), a: P -> 32 (ReLU) -> R, the last layer starting at zero (the identity).
+    """A gain on the largest scales: the map before tanh (B, 1, N, N), in Fourier space, has
+    every mode of ring r = round(|k|) in 1 .. R multiplied by exp(a_r), where a is, for a
+    conditional G, an MLP of the parameters, P -> 32 (ReLU) -> R, and for an unconditional
+    one a learned vector of R; either starts at zero (the identity).
 
     Why: FiLM gives each channel of G one gain per cosmology over all of space, so the
     balance of the fundamental ring against the next is set by fixed spatial weights; the
     conditional runs kept the fundamental 15-23% low where the physical spectrum is
     steepest (low Omega_m, low sigma_8) while every other ring was right, and no weight of
-    the auxiliary terms on G's shared weights moved it (docs/training-notes.md, C7). R
-    dedicated outputs give the per-cosmology amplitude of those rings a parameter of its
-    own, which Adam steps at full rate however small its share of the gradient."""
+    the auxiliary terms on G's shared weights moved it (docs/training-notes.md, C7). The
+    unconditional quickstart with the per-map distribution term's correlation part kept
+    it 8-11% low the same way (runs z1, zh). R dedicated outputs give the amplitude of those
+    rings a parameter of its own, which Adam steps at full rate however small its share of
+    the gradient."""
 
     HIDDEN = 32
 
     def __init__(self, n_params: int, rings: int, size: int):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(n_params, self.HIDDEN), nn.ReLU(inplace=True), nn.Linear(self.HIDDEN, rings))
+        self.net = None
+        if n_params:
+            self.net = nn.Sequential(nn.Linear(n_params, self.HIDDEN), nn.ReLU(inplace=True),
+                                     nn.Linear(self.HIDDEN, rings))
+        else:
+            self.constant = nn.Parameter(torch.zeros(rings))
         ring = rfft_rings(size)
         # each rfft2 mode's column in [0, a_1 .. a_R]: 0 (no gain) outside rings 1 .. R
         self.register_buffer("column", torch.where((ring >= 1) & (ring <= rings), ring, 0), persistent=False)
         self.reset()
 
     def reset(self) -> None:
-        nn.init.zeros_(self.net[-1].weight)
-        nn.init.zeros_(self.net[-1].bias)
+        if self.net is None:
+            nn.init.zeros_(self.constant)
+        else:
+            nn.init.zeros_(self.net[-1].weight)
+            nn.init.zeros_(self.net[-1].bias)
 
-    def log_gains(self, params: torch.Tensor) -> torch.Tensor:
-        """[0, a_1(p) .. a_R(p)] (B, R + 1): each ring's log amplitude gain, 0 for the others."""
-        a = self.net(params.float())
+    def log_gains(self, params: torch.Tensor | None, batch: int) -> torch.Tensor:
+        """[0, a_1 .. a_R] (batch, R + 1): each ring's log amplitude gain, 0 for the others;
+        params (batch, P) for a conditional G, ignored (None or (batch, 0)) otherwise."""
+        a = self.constant.expand(batch, -1) if self.net is None else self.net(params.float())
         return torch.cat([torch.zeros_like(a[:, :1]), a], 1)
 
-    def forward(self, h: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        gain = torch.exp(self.log_gains(params))[:, self.column]       # (B, N, N/2 + 1)
+    def forward(self, h: torch.Tensor, params: torch.Tensor | None) -> torch.Tensor:
+        gain = torch.exp(self.log_gains(params, len(h)))[:, self.column]       # (B, N, N/2 + 1)
         spectrum = torch.fft.rfft2(h.float()) * gain[:, None]
         return torch.fft.irfft2(spectrum, s=h.shape[-2:]).to(h.dtype).contiguous(memory_format=_format_of(h))
 

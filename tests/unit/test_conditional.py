@@ -1,6 +1,8 @@
 """The conditional emulator's parts: FiLM generator, projection discriminator, the support's
 parsing and categories, the per-cosmology spectral term and fidelity check."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -336,19 +338,29 @@ def test_large_scale_gain_starts_as_the_identity_and_scales_only_its_rings():
     ring = torch.as_tensor(np.rint(np.hypot(ky[:, None], kx[None, :])))
     expected = torch.where(ring == 1, 4.0, torch.where(ring == 3, 0.25, 1.0)).expand_as(ratio[:, 0])
     torch.testing.assert_close(ratio[:, 0], expected.float(), rtol=1e-3, atol=0)
+    # unconditional: one learned vector for every map, the same scaling
+    plain = LargeScaleGain(0, 3, size)
+    torch.testing.assert_close(plain(h, None), h, atol=1e-5, rtol=0)
+    with torch.no_grad():
+        plain.constant.copy_(torch.tensor([np.log(2.0), 0.0, -np.log(2.0)]))
+    ratio = (torch.fft.rfft2(plain(h, torch.zeros(5, 0))).abs() / torch.fft.rfft2(h).abs()).square()
+    torch.testing.assert_close(ratio[:, 0], expected.float(), rtol=1e-3, atol=0)
 
 
-def test_large_scale_rings_need_a_conditional_model_and_fit_the_map():
+def test_large_scale_rings_start_as_g_does_and_fit_the_map():
+    """With the gain, conditional or not, G starts as it does without it; an unconditional
+    G's gain is a learned vector (no parameters to read), and R must fit the map."""
     z, params = torch.randn(3, 8), torch.rand(3, 2) * 2 - 1
-    plain = conditional_args()
-    torch.manual_seed(0)
-    with_gain, _ = build_models(conditional_args(g_large_scale_rings=4))
-    torch.manual_seed(0)
-    without, _ = build_models(plain)
-    with_gain.eval(), without.eval()
-    # starts as G does, to the round-off of a float32 FFT pair on pre-tanh values of O(10)
-    torch.testing.assert_close(with_gain(z, params), without(z, params), atol=1e-4, rtol=0)
-    with pytest.raises(ModelArgsError, match="needs a conditional model"):
-        ModelArgs(image_size=32, g_large_scale_rings=2)
+    plain = ModelArgs(image_size=32, z_dim=8, g_channels=4, d_channels=4, kernel_size=4)
+    for args, p in ((conditional_args(), params), (plain, None)):
+        torch.manual_seed(0)
+        with_gain, _ = build_models(dataclasses.replace(args, g_large_scale_rings=4))
+        torch.manual_seed(0)
+        without, _ = build_models(args)
+        with_gain.eval(), without.eval()
+        # the same draws (the gain takes none), and the same output to the round-off of a
+        # float32 FFT pair on pre-tanh values of O(10)
+        torch.testing.assert_close(with_gain(z, p), without(z, p), atol=1e-4, rtol=0)
+    assert with_gain.large_scale.net is None and with_gain.large_scale.constant.shape == (4,)
     with pytest.raises(ModelArgsError, match="must be in 0 .. 16"):
         conditional_args(g_large_scale_rings=17)
