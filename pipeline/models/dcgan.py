@@ -151,11 +151,12 @@ class LargeScaleGain(nn.Module):
     balance of the fundamental ring against the next is set by fixed spatial weights; the
     conditional runs kept the fundamental 15-23% low where the physical spectrum is
     steepest (low Omega_m, low sigma_8) while every other ring was right, and no weight of
-    the auxiliary terms on G's shared weights moved it (docs/training-notes.md, C7). The
-    unconditional quickstart with the per-map distribution term's correlation part kept
-    it 8-11% low the same way (runs z1, zh). R dedicated outputs give the amplitude of those
-    rings a parameter of its own, which Adam steps at full rate however small its share of
-    the gradient."""
+    the auxiliary terms on G's shared weights moved it (docs/training-notes.md, C7). R
+    dedicated outputs give the amplitude of those rings a parameter of its own, which Adam
+    steps at full rate however small its share of the gradient. On the unconditional
+    quickstart it did not help: the gain rose to 1.24x in ring-1 power and the rest of G
+    took it back (runs lg_s0-2), so there the terms' balance, not G's reach, holds the
+    fundamental low."""
 
     HIDDEN = 32
 
