@@ -358,8 +358,8 @@ def test_large_scale_rings_start_as_g_does_and_fit_the_map():
         torch.manual_seed(0)
         without, _ = build_models(args)
         with_gain.eval(), without.eval()
-        # the same draws (the gain takes none), and the same output to the round-off of a
-        # float32 FFT pair on pre-tanh values of O(10)
+        # G's own layers are drawn before the gain's, so they are the same; the output is the
+        # same to the round-off of a float32 FFT pair on pre-tanh values of O(10)
         torch.testing.assert_close(with_gain(z, p), without(z, p), atol=1e-4, rtol=0)
     assert with_gain.large_scale.net is None and with_gain.large_scale.constant.shape == (4,)
     with pytest.raises(ModelArgsError, match="must be in 0 .. 16"):
