@@ -404,6 +404,8 @@ class TrainConfig:
     distribution_correlation_weight: that term's weight, relative to its distances, of the
     squared difference of each pair of summaries' correlation over the batch from the
     training maps', on Fisher's z scale (0 = off);
+    distribution_fundamental_group: that term weighs the ring-1 (|k| = 1 and sqrt 2) power
+    as a group of its own, beside the map mean, sigma, skewness, V0s, V1s and other rings;
     fresh_params: a conditional run draws its generated maps at uniform draws over the
     training support instead of at the real batch's parameters (needs spectral_weight 0);
     lr_decay: "none" (constant learning rates) or "cosine" (from lr_* at step 0 down to
@@ -444,6 +446,7 @@ class TrainConfig:
     distribution_weight: float = 0.0
     distribution_spread_weight: float = 0.0
     distribution_correlation_weight: float = 0.0
+    distribution_fundamental_group: bool = False
     fresh_params: bool = False
     lr_decay: Literal["none", "cosine"] = "none"
     lr_final_fraction: float = 0.1

@@ -25,7 +25,10 @@ the same integrand in threshold intervals); and the log of the map's mean power 
 ring of integer |k| from 1 to N/4 (the statistics' ell range, half Nyquist). The loss
 averages D over six groups, each weighing the same: the mean, the sigma, the skewness,
 the V0 thresholds, the V1 thresholds and the rings (within a group, its summaries
-alike). Averaged over the 28 summaries instead, the map mean weighed 1/28 and moved the
+alike). With ``fundamental_group`` the ring-1 summary is a seventh group of its own: among
+the rings it weighed 1/96 of the term, and the quickstart's fundamental sat 8-11% low in
+mean power with 11-16% too little scatter over maps (training notes, zh_s0-2) while a
+learned gain on it showed it within G's reach (lg_s0-2). Averaged over the 28 summaries instead, the map mean weighed 1/28 and moved the
 wrong way, +1.0 reference sigmas at best.pt (docs/training-notes.md, dist5); a shift of
 the mean shifts every pixel, so every V0 threshold and PDF bin. V1 joined after the
 term had brought the pixel moments within 0.2 sigma and left V1 below the mean at
@@ -75,11 +78,13 @@ def fisher_z(r: torch.Tensor) -> torch.Tensor:
 
 class PerMapDistributionLoss:
     def __init__(self, size: int, bank_chunks: Iterable[np.ndarray], transform: PixelTransform,
-                 device: torch.device, spread_weight: float = 0.0, correlation_weight: float = 0.0):
+                 device: torch.device, spread_weight: float = 0.0, correlation_weight: float = 0.0,
+                 fundamental_group: bool = False):
         """size: pixels per side N; bank_chunks: training maps in kappa, arrays (n_i, N, N),
         whose summaries are the reference distribution; transform: the run's pixel transform;
         spread_weight, correlation_weight: weights of the spread and correlation parts (see
-        ``spread_errors``, ``correlation_errors``) beside the distances."""
+        ``spread_errors``, ``correlation_errors``) beside the distances; fundamental_group:
+        the ring-1 summary weighs as a group of its own rather than as one of the rings."""
         self.transform = transform
         self.spread_weight = float(spread_weight)
         self.correlation_weight = float(correlation_weight)
@@ -103,9 +108,11 @@ class PerMapDistributionLoss:
         unit[:2] = self.scale
         self.used = spread > 1e-4 * unit
         # the group of each summary: 0 mean, 1 sigma, 2 skewness, 3 the V0s, 4 the V1s, 5 the rings
+        # (6 ring 1, with fundamental_group)
         n_t = len(THRESHOLDS_SIGMA)
-        self.group = torch.tensor([0, 1, 2] + [3] * n_t + [4] * n_t + [5] * self.n_rings, device=device)
-        counts = torch.bincount(self.group[self.used], minlength=6).float()
+        rings = [6 if fundamental_group else 5] + [5] * (self.n_rings - 1)
+        self.group = torch.tensor([0, 1, 2] + [3] * n_t + [4] * n_t + rings, device=device)
+        counts = torch.bincount(self.group[self.used], minlength=7).float()
         # each used summary's weight: 1 / (its group's used count x the groups used)
         weight = torch.where(self.used, 1 / counts.clamp(min=1)[self.group], torch.zeros_like(spread))
         self.weight = weight / weight.sum()

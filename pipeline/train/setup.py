@@ -216,7 +216,8 @@ def build_auxiliary_loss(cfg: Config, data: MapDataset, transform: PixelTransfor
     if tc.distribution_weight > 0:
         distribution = PerMapDistributionLoss(size, read_sample(data, 2048, seed_from(tc.seed, FIT_SAMPLE, 2), 256),
                                               transform, backend.device, tc.distribution_spread_weight,
-                                              tc.distribution_correlation_weight)
+                                              tc.distribution_correlation_weight,
+                                              tc.distribution_fundamental_group)
     return AuxiliaryTerms(spectral, tc.spectral_weight, tc.cosmology_spectral_weight, distribution,
                           tc.distribution_weight)
 
