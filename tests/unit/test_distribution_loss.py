@@ -113,6 +113,24 @@ def test_each_group_of_summaries_weighs_the_same():
     assert float(loss(fake)) == pytest.approx(float((loss.distances(fake) * loss.weight).sum()))
 
 
+def test_the_fundamental_group_weighs_ring_1_as_much_as_all_other_rings():
+    """With fundamental_group the ring-1 summary is a seventh group: 1/7, as much as the
+    map mean or the other rings together (three here: a 16-pixel map's rings run 1-4),
+    against 1/24 among the rings without it; the distances themselves do not change."""
+    bank = lognormal_like(64, 16, 5)
+    plain = PerMapDistributionLoss(16, [bank], WIDE, torch.device("cpu"))
+    own = PerMapDistributionLoss(16, [bank], WIDE, torch.device("cpu"), fundamental_group=True)
+    ring1 = own.names.index("log P(|k|=1)")
+    assert float(plain.weight[ring1]) == pytest.approx(1 / 24)
+    w = own.weight.numpy()
+    v0 = slice(3, 3 + len(THRESHOLDS_SIGMA))
+    v1 = slice(v0.stop, v0.stop + len(THRESHOLDS_SIGMA))
+    np.testing.assert_allclose([w[0], w[1], w[2], w[v0].sum(), w[v1].sum(), w[ring1], w[ring1 + 1:].sum()],
+                               [1 / 7] * 7, rtol=1e-6)
+    fake = as_fake(lognormal_like(8, 16, 6))
+    torch.testing.assert_close(own.distances(fake), plain.distances(fake))
+
+
 def test_a_fixed_map_mean_is_skipped_not_divided_by_zero():
     """Its weight goes to the five other groups, 1/5 each."""
     bank = lognormal_like(64, 16, 5)
