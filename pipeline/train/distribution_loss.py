@@ -25,12 +25,13 @@ the same integrand in threshold intervals); and the log of the map's mean power 
 ring of integer |k| from 1 to N/4 (the statistics' ell range, half Nyquist). The loss
 averages D over six groups, each weighing the same: the mean, the sigma, the skewness,
 the V0 thresholds, the V1 thresholds and the rings (within a group, its summaries
-alike). With ``fundamental_group`` the ring-1 summary is a seventh group of its own: among
-the rings it weighed 1/96 of the term, and the quickstart's fundamental sat 8-11% low in
-mean power with 11-16% too little scatter over maps (training notes, zh_s0-2) while a
-learned gain on it showed it within G's reach (lg_s0-2). Averaged over the 28 summaries instead, the map mean weighed 1/28 and moved the
-wrong way, +1.0 reference sigmas at best.pt (docs/training-notes.md, dist5); a shift of
-the mean shifts every pixel, so every V0 threshold and PDF bin. V1 joined after the
+alike). With ``fundamental_group`` the ring-1 summary is a seventh group of its own:
+among the rings it weighs 1/96 of the term, and the quickstart's fundamental sat 8-11%
+low in mean power with 11-16% too little scatter over maps (training notes, zh_s0-2);
+as a group it came within 2.6-5.3% and 0.95-0.97, while V0's spread near the mode
+widened to 1.16-1.19 (fg_s0-2; off by default). Averaged over the 28 summaries instead,
+the map mean weighed 1/28 and moved the wrong way, +1.0 reference sigmas at best.pt
+(docs/training-notes.md, dist5); a shift of the mean shifts every pixel, so every V0 threshold and PDF bin. V1 joined after the
 term had brought the pixel moments within 0.2 sigma and left V1 below the mean at
 0.45-0.6 sigma (runs comb_s0, comb_s1).
 
