@@ -31,9 +31,9 @@ low in mean power with 11-16% too little scatter over maps (training notes, zh_s
 as a group it came within 2.6-5.3% and 0.95-0.97, while V0's spread near the mode
 widened to 1.16-1.19 (fg_s0-2; off by default). Averaged over the 28 summaries instead,
 the map mean weighed 1/28 and moved the wrong way, +1.0 reference sigmas at best.pt
-(docs/training-notes.md, dist5); a shift of the mean shifts every pixel, so every V0 threshold and PDF bin. V1 joined after the
-term had brought the pixel moments within 0.2 sigma and left V1 below the mean at
-0.45-0.6 sigma (runs comb_s0, comb_s1).
+(docs/training-notes.md, dist5); a shift of the mean shifts every pixel, so every V0
+threshold and PDF bin. V1 joined after the term had brought the pixel moments within
+0.2 sigma and left V1 below the mean at 0.45-0.6 sigma (runs comb_s0, comb_s1).
 
 Two optional parts look past each summary's own distribution. The spread part
 (``spread_errors``) weighs a wrong scatter over maps, which the distance barely sees.
