@@ -29,7 +29,9 @@ alike). With ``fundamental_group`` the ring-1 summary is a seventh group of its 
 among the rings it weighs 1/96 of the term, and the quickstart's fundamental sat 8-11%
 low in mean power with 11-16% too little scatter over maps (training notes, zh_s0-2);
 as a group it came within 2.6-5.3% and 0.95-0.97, while V0's spread near the mode
-widened to 1.16-1.19 (fg_s0-2; off by default). Averaged over the 28 summaries instead,
+widened to 1.16-1.19 (fg_s0-2, correlation part at 0.5); with the correlation part at 1
+V0's spread held within 0.93-1.15 (fw1_s0-2), and configs/quickstart.yaml uses that
+(the class's default stays off). Averaged over the 28 summaries instead,
 the map mean weighed 1/28 and moved the wrong way, +1.0 reference sigmas at best.pt
 (docs/training-notes.md, dist5); a shift of the mean shifts every pixel, so every V0
 threshold and PDF bin. V1 joined after the term had brought the pixel moments within
