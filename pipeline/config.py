@@ -391,13 +391,16 @@ class TrainConfig:
     cosmology_spectral_weight: weight of the spectral term's per-cosmology part, the squared
     bias of each training cosmology's broadband power per ring (0 = off; aux_losses.py);
     cosmology_spectral_mean: that part judges the map mean (ring 0) too;
+    spectral_anisotropy_weight: weight of the spectral term's anisotropy part, each mode's
+    log power ratio against its shell's mean, every mode alike (0 = off; aux_losses.py);
     cosmology_spectral_focus: that part pulls each map by a moving mean of its
     (cosmology, ring) cell's deviation, decaying by this factor per step, and weighs each
     cell by that mean's square (0 = off: the batch's pairs, every cell alike; ~0.99
     averages the last ~100 steps; aux_losses.py);
     distribution_weight: weight of the per-map distribution term, the energy distance of
     each map's pixel moments, soft V0, soft V1 and ring powers from those of training maps (0 = off;
-    one cosmology only; pipeline/train/distribution_loss.py);
+    a conditional run standardises each map's by its own cosmology's training maps;
+    pipeline/train/distribution_loss.py);
     distribution_spread_weight: that term's weight, relative to its distances, of the
     squared log ratio of each summary's standard deviation over the batch to the
     training maps' (0 = off);
@@ -407,7 +410,8 @@ class TrainConfig:
     distribution_fundamental_group: that term weighs the ring-1 (|k| = 1 and sqrt 2) power
     as a group of its own, beside the map mean, sigma, skewness, V0s, V1s and other rings;
     fresh_params: a conditional run draws its generated maps at uniform draws over the
-    training support instead of at the real batch's parameters (needs spectral_weight 0);
+    training support instead of at the real batch's parameters (needs the spectral and
+    distribution weights 0);
     lr_decay: "none" (constant learning rates) or "cosine" (from lr_* at step 0 down to
     lr_final_fraction x lr_* at train.steps, half a cosine; a function of the step, so a
     resumed run follows it, and changing train.steps reshapes it);
@@ -442,6 +446,7 @@ class TrainConfig:
     spectral_weight: float = 0.0
     cosmology_spectral_weight: float = 0.0
     cosmology_spectral_mean: bool = False
+    spectral_anisotropy_weight: float = 0.0
     cosmology_spectral_focus: float = 0.0
     distribution_weight: float = 0.0
     distribution_spread_weight: float = 0.0
@@ -475,14 +480,16 @@ class TrainConfig:
         _positive(self.collective_timeout_s, f"{where}.collective_timeout_s")
         _non_negative(self.spectral_weight, f"{where}.spectral_weight")
         _non_negative(self.cosmology_spectral_weight, f"{where}.cosmology_spectral_weight")
+        _non_negative(self.spectral_anisotropy_weight, f"{where}.spectral_anisotropy_weight")
         _non_negative(self.distribution_weight, f"{where}.distribution_weight")
         _non_negative(self.distribution_spread_weight, f"{where}.distribution_spread_weight")
         _non_negative(self.distribution_correlation_weight, f"{where}.distribution_correlation_weight")
         _non_negative(self.fidelity_bias_weight, f"{where}.fidelity_bias_weight")
-        if self.fresh_params and (self.spectral_weight > 0 or self.cosmology_spectral_weight > 0):
-            raise ConfigError(f"{where}.fresh_params: the spectral term's targets exist only at the training "
-                              "cosmologies; set train.spectral_weight and cosmology_spectral_weight to 0 to draw "
-                              "generated maps at fresh parameters")
+        if self.fresh_params and (self.spectral_weight > 0 or self.cosmology_spectral_weight > 0
+                                  or self.spectral_anisotropy_weight > 0 or self.distribution_weight > 0):
+            raise ConfigError(f"{where}.fresh_params: the spectral and distribution terms' targets exist only at the "
+                              "training cosmologies; set train.spectral_weight, cosmology_spectral_weight and "
+                              "distribution_weight to 0 to draw generated maps at fresh parameters")
 
 
 @dataclass
@@ -637,9 +644,6 @@ class Config:
     def validate(self) -> "Config":
         for f in dataclasses.fields(self):
             getattr(self, f.name).validate(f.name)
-        if self.train.distribution_weight > 0 and self.model.condition_on:
-            raise ConfigError("train.distribution_weight: the per-map distribution term is built for one cosmology "
-                              "(an unconditional run) so far; set it to 0 when model.condition_on is set")
         for split in ("train", "validation", "test"):
             if self.cosmology.Omega_b >= min(p[0] for p in self.split_points(split)):
                 raise ConfigError(f"cosmology.Omega_b: must be below every Omega_m of the {split} split's "

@@ -74,6 +74,22 @@ well above the floor gets weight ~ m^2 / floor, so the pull grows like the cube 
 bias that persists (the criteria judge every ell bin alone, a worst case). Its value is
 a weighted estimate of the squared biases; the sums are saved in checkpoints and are
 the same on every rank.
+
+L_spec weighs each mode by 1 / (its ring's shells x its shell's modes x the rings): a
+mode of ring 6 of a 64-pixel map ~1/900 of the term, one of ring 14 ~1/1,500. The
+conditional generator put 2-3x the power on single modes of its 16-pixel grid ((4, 4),
+(8, -4), (12, 8), (16, 0): harmonics of a pattern repeated every 16 pixels) at every
+cosmology, a different set at each checkpoint, and the ell bins holding them 10-20% high
+(docs/training-notes.md, g_s2, g_s3); such a mode costs L_spec little. The anisotropy
+term (train.spectral_anisotropy_weight) weighs every mode alike, and only its departure
+from its own shell (e_k the log ratio of the batch's mean power to the target at mode k,
+e_s its mean over the modes of k's shell):
+
+    L_aniso = mean over modes k in shells of 2 or more modes of  (e_k - e_s)^2
+
+An isotropic field has the same power at every mode of a shell, so this is 0 in
+expectation but for the noise of the batch's mean power (for 64 maps, (e_k - e_s)^2 ~
+1/64 per mode); a 2x mode costs 0.48 of it, over the ~1,600 modes.
 """
 
 from __future__ import annotations
@@ -116,6 +132,7 @@ class SpectralLoss:
         shells_per_ring = torch.bincount(ring_index).to(torch.float32)
         shell_weight = 1.0 / (shells_per_ring[ring_index] * len(shells_per_ring))
         self.weights = shell_weight[self.shell] / self.counts[self.shell]
+        self.in_shared_shell = self.counts[self.shell] > 1  # the modes the anisotropy term compares
         self.transform = transform
         groups = per_cosmology if per_cosmology is not None else [target_chunks]
         self._map_shells: list[list[torch.Tensor]] = []  # each target map's shell powers, for mu below
@@ -244,14 +261,29 @@ class SpectralLoss:
             1, self.shell, power)
         return sums / self.counts
 
-    def __call__(self, fake: torch.Tensor, params: torch.Tensor | None = None) -> torch.Tensor:
-        """fake: generated maps (B, 1, N, N) as the generator makes them (transformed);
-        params: their normalised parameters (B, P) (conditional runs)."""
+    def mode_errors(self, fake: torch.Tensor, params: torch.Tensor | None = None) -> torch.Tensor:
+        """The log ratio (M,) of the batch's mean power to the target at each mode used.
+        fake: generated maps (B, 1, N, N) as the generator makes them (transformed); params:
+        their normalised parameters (B, P) (conditional runs)."""
         kappa = self.transform.inverse(fake[:, 0].float())
-        c = self.cosmology_of(params, len(fake))
         if self.points is None or len(self.points) == 1:  # one target: the mean power, then the ratio
-            error = torch.log(self.mode_power(kappa) + self.floor) - self.log_target[self.shell]
-        else:
-            ratio = (self.map_mode_power(kappa) + self.floors[c, None]) / self.targets[c][:, self.shell]
-            error = torch.log(ratio.mean(0))
-        return (self.weights * error.square()).sum()
+            return torch.log(self.mode_power(kappa) + self.floor) - self.log_target[self.shell]
+        c = self.cosmology_of(params, len(fake))
+        ratio = (self.map_mode_power(kappa) + self.floors[c, None]) / self.targets[c][:, self.shell]
+        return torch.log(ratio.mean(0))
+
+    def spectral_term(self, errors: torch.Tensor) -> torch.Tensor:
+        """L_spec from ``mode_errors``."""
+        return (self.weights * errors.square()).sum()
+
+    def anisotropy_term(self, errors: torch.Tensor) -> torch.Tensor:
+        """L_aniso from ``mode_errors``: the mean over modes of the squared difference of
+        each mode's log ratio from its shell's mean, every mode alike."""
+        shell_mean = torch.zeros(self.n_shells, device=errors.device, dtype=errors.dtype).index_add(
+            0, self.shell, errors) / self.counts
+        return (errors - shell_mean[self.shell]).square()[self.in_shared_shell].mean()
+
+    def __call__(self, fake: torch.Tensor, params: torch.Tensor | None = None) -> torch.Tensor:
+        """L_spec of generated maps (B, 1, N, N) as the generator makes them (transformed);
+        params: their normalised parameters (B, P) (conditional runs)."""
+        return self.spectral_term(self.mode_errors(fake, params))

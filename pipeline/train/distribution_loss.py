@@ -82,12 +82,20 @@ def fisher_z(r: torch.Tensor) -> torch.Tensor:
 class PerMapDistributionLoss:
     def __init__(self, size: int, bank_chunks: Iterable[np.ndarray], transform: PixelTransform,
                  device: torch.device, spread_weight: float = 0.0, correlation_weight: float = 0.0,
-                 fundamental_group: bool = False):
+                 fundamental_group: bool = False, per_cosmology: list[Iterable[np.ndarray]] | None = None,
+                 points: torch.Tensor | None = None):
         """size: pixels per side N; bank_chunks: training maps in kappa, arrays (n_i, N, N),
         whose summaries are the reference distribution; transform: the run's pixel transform;
         spread_weight, correlation_weight: weights of the spread and correlation parts (see
         ``spread_errors``, ``correlation_errors``) beside the distances; fundamental_group:
-        the ring-1 summary weighs as a group of its own rather than as one of the rings."""
+        the ring-1 summary weighs as a group of its own rather than as one of the rings.
+        Conditional: per_cosmology, each training cosmology's chunks in place of bank_chunks
+        (give []), and points (C, P), those cosmologies' normalised parameters. Each map's
+        summaries are then standardised by its own cosmology's training maps (their mean and
+        per-map spread of each summary, the V0/V1 thresholds in that cosmology's pixel sigma
+        about its mean), and the distances, spreads and correlations are those of the pooled
+        standardised summaries: a cosmology-independent shape, as the within-cosmology
+        covariance a likelihood uses is."""
         self.transform = transform
         self.spread_weight = float(spread_weight)
         self.correlation_weight = float(correlation_weight)
@@ -96,20 +104,25 @@ class PerMapDistributionLoss:
         self.ring = ring[self.keep] - 1
         self.n_rings = size // 4
         self.ring_counts = torch.bincount(self.ring, minlength=self.n_rings).float()
-        maps = torch.cat([torch.as_tensor(np.asarray(c, np.float32), device=device) for c in bank_chunks])
-        if len(maps) < 2:
-            raise ValueError("per-map distribution term: needs at least 2 training maps")
-        self.center, self.scale = float(maps.mean()), float(maps.std())
-        self.thresholds = torch.tensor([self.center + t * self.scale for t in THRESHOLDS_SIGMA], device=device)
-        raw = torch.cat([self.summaries(maps[s:s + 256]) for s in range(0, len(maps), 256)])
-        self.offset = raw.mean(0)
-        spread = raw.std(0)
-        # a summary that does not vary over the training maps (a fixed map mean) is skipped:
-        # it has no scale to measure a generated one in. "Does not vary": below 1e-4 of its
-        # natural unit, the pixel sigma for the mean and sigma, 1 for the dimensionless rest
-        unit = torch.ones_like(spread)
-        unit[:2] = self.scale
-        self.used = spread > 1e-4 * unit
+        self.thresholds_sigma = torch.tensor(THRESHOLDS_SIGMA, device=device)
+        self.points = points.to(device) if points is not None else None
+        groups = per_cosmology if per_cosmology is not None else [bank_chunks]
+        banks = [torch.cat([torch.as_tensor(np.asarray(c, np.float32), device=device) for c in chunks])
+                 for chunks in groups]
+        if min(len(m) for m in banks) < 2:
+            raise ValueError("per-map distribution term: needs at least 2 training maps (of each cosmology)")
+        self.centers = torch.tensor([float(m.mean()) for m in banks], device=device)
+        self.scales = torch.tensor([float(m.std()) for m in banks], device=device)
+        raws = [self._bank_summaries(m, c) for c, m in enumerate(banks)]  # (n_c, K) each
+        del banks
+        self.offsets = torch.stack([r.mean(0) for r in raws])  # (C, K)
+        spreads = torch.stack([r.std(0) for r in raws])         # (C, K)
+        # a summary that does not vary over some cosmology's training maps (a fixed map mean) is
+        # skipped: it has no scale to measure a generated one in. "Does not vary": below 1e-4 of
+        # its natural unit, the pixel sigma for the mean and sigma, 1 for the dimensionless rest
+        unit = torch.ones_like(spreads)
+        unit[:, :2] = self.scales[:, None]
+        self.used = (spreads > 1e-4 * unit).all(0)
         # the group of each summary: 0 mean, 1 sigma, 2 skewness, 3 the V0s, 4 the V1s, 5 the rings
         # (6 ring 1, with fundamental_group)
         n_t = len(THRESHOLDS_SIGMA)
@@ -117,10 +130,11 @@ class PerMapDistributionLoss:
         self.group = torch.tensor([0, 1, 2] + [3] * n_t + [4] * n_t + rings, device=device)
         counts = torch.bincount(self.group[self.used], minlength=7).float()
         # each used summary's weight: 1 / (its group's used count x the groups used)
-        weight = torch.where(self.used, 1 / counts.clamp(min=1)[self.group], torch.zeros_like(spread))
+        weight = torch.where(self.used, 1 / counts.clamp(min=1)[self.group], torch.zeros(len(self.used), device=device))
         self.weight = weight / weight.sum()
-        self.spread = torch.where(self.used, spread, torch.ones_like(spread))
-        self.bank = self._standardise(raw)                      # (n_bank, K)
+        self.spreads = torch.where(self.used, spreads, torch.ones_like(spreads))
+        self.bank = torch.cat([self._standardise(r, torch.full((len(r),), c, device=device))
+                               for c, r in enumerate(raws)])  # (n_bank, K)
         self.bank_correlation = self._correlation(self.bank)    # (K, K)
         self.bank_z = fisher_z(self.bank_correlation)
         # each pair's weight: the product of its summaries' weights, off the diagonal, so every
@@ -145,9 +159,34 @@ class PerMapDistributionLoss:
                 + [f"V1({t:+g})" for t in THRESHOLDS_SIGMA]
                 + [f"log P(|k|={r})" for r in range(1, self.n_rings + 1)])
 
-    def summaries(self, kappa: torch.Tensor) -> torch.Tensor:
-        """Each map's summaries (B, K) from maps (B, N, N) in kappa, float32."""
+    def _bank_summaries(self, maps: torch.Tensor, c: int) -> torch.Tensor:
+        """The summaries (n, K) of cosmology c's training maps (n, N, N), 256 at a time."""
+        parts = [maps[s:s + 256] for s in range(0, len(maps), 256)]
+        return torch.cat([self.summaries(m, torch.full((len(m),), c, device=m.device)) for m in parts])
+
+    @property
+    def center(self) -> float:
+        """The (first) cosmology's pixel mean over its training maps, in kappa."""
+        return float(self.centers[0])
+
+    @property
+    def scale(self) -> float:
+        """The (first) cosmology's pixel standard deviation over its training maps, in kappa."""
+        return float(self.scales[0])
+
+    def cosmology_of(self, params: torch.Tensor | None, n: int) -> torch.Tensor:
+        """The training cosmology (n,) nearest each map's normalised parameters (0 for one)."""
+        if self.points is None or len(self.points) == 1:
+            return torch.zeros(n, dtype=torch.long, device=self.centers.device)
+        return torch.cdist(params.float().to(self.points.device), self.points.float()).argmin(1)
+
+    def summaries(self, kappa: torch.Tensor, cosmology: torch.Tensor | None = None) -> torch.Tensor:
+        """Each map's summaries (B, K) from maps (B, N, N) in kappa, float32; cosmology (B,):
+        each map's training cosmology, whose pixel mean and sigma place its V0/V1 thresholds
+        (default: the first)."""
         k = kappa.float()
+        if cosmology is None:
+            cosmology = torch.zeros(len(k), dtype=torch.long, device=k.device)
         x = k.flatten(1)
         mean = x.mean(1, keepdim=True)
         dev = x - mean
@@ -158,13 +197,19 @@ class PerMapDistributionLoss:
         gx = (k.roll(-1, 2) - k.roll(1, 2)) / 2
         gy = (k.roll(-1, 1) - k.roll(1, 1)) / 2
         grad = (gx.square() + gy.square() + 1e-30).sqrt().flatten(1)  # + 1e-30: sqrt's gradient finite where flat
-        v0, v1 = soft_excursions(x, grad, self.thresholds, SOFTNESS_SIGMA * self.scale)
+        # V0 and V1 in each map's cosmology's pixel sigma about its mean: V1, a length, does not
+        # depend on the unit (the kernel's unit area cancels |grad|'s scale)
+        center, scale = self.centers[cosmology][:, None], self.scales[cosmology][:, None]
+        v0, v1 = soft_excursions((x - center) / scale, grad / scale, self.thresholds_sigma, SOFTNESS_SIGMA)
         power = torch.fft.rfft2(k).abs().square()[:, self.keep]
         rings = torch.zeros(len(x), self.n_rings, device=x.device).index_add(1, self.ring, power) / self.ring_counts
         return torch.cat([mean, sigma[:, None], skew[:, None], v0, v1, torch.log(rings)], 1)
 
-    def _standardise(self, s: torch.Tensor) -> torch.Tensor:
-        return (s - self.offset) / self.spread
+    def _standardise(self, s: torch.Tensor, cosmology: torch.Tensor | None = None) -> torch.Tensor:
+        """Summaries (B, K) in units of their cosmology's (default: the first's) per-map spread
+        about its mean."""
+        c = 0 if cosmology is None else cosmology
+        return (s - self.offsets[c]) / self.spreads[c]
 
     @staticmethod
     def _pair_mean(s: torch.Tensor) -> torch.Tensor:
@@ -172,19 +217,21 @@ class PerMapDistributionLoss:
         n = len(s)
         return (s[:, None, :] - s[None, :, :]).abs().sum((0, 1)) / (n * (n - 1))
 
-    def standardised(self, fake: torch.Tensor) -> torch.Tensor:
+    def standardised(self, fake: torch.Tensor, params: torch.Tensor | None = None) -> torch.Tensor:
         """The summaries (B, K) of generated maps (B, 1, N, N), as the generator makes them,
-        in units of the bank's per-map spread about its mean."""
+        in units of the per-map spread about the mean of the training maps of each one's
+        cosmology (nearest its normalised params (B, P); one cosmology: the bank's)."""
         if len(fake) < 2:
             raise ValueError("per-map distribution term: needs a batch of at least 2 maps")
-        return self._standardise(self.summaries(self.transform.inverse(fake[:, 0].float())))
+        c = self.cosmology_of(params, len(fake))
+        return self._standardise(self.summaries(self.transform.inverse(fake[:, 0].float()), c), c)
 
-    def distances(self, fake: torch.Tensor) -> torch.Tensor:
+    def distances(self, fake: torch.Tensor, params: torch.Tensor | None = None) -> torch.Tensor:
         """The energy distance per summary (K,) of generated maps (B, 1, N, N) from the bank
         (0 for a summary not used)."""
-        return self._distances(self.standardised(fake))
+        return self._distances(self.standardised(fake, params))
 
-    def spread_errors(self, fake: torch.Tensor) -> torch.Tensor:
+    def spread_errors(self, fake: torch.Tensor, params: torch.Tensor | None = None) -> torch.Tensor:
         """(log(s_batch / s_bank))^2 per summary (K,) of generated maps (B, 1, N, N), s the
         standard deviation over maps (ddof 1), 0 for a summary not used. The energy distance
         barely sees a spread error: for two normals it is 0.019 (in the narrower's sigma)
@@ -192,9 +239,9 @@ class PerMapDistributionLoss:
         v1m5_s0), against 0.035 for a shift of 0.25 sigma that the criteria still pass; this
         part is 0.061 there and grows as the square of the log ratio. Over a batch of 64 its
         expectation for two samples of one model is ~0.01."""
-        return self._spread_errors(self.standardised(fake))
+        return self._spread_errors(self.standardised(fake, params))
 
-    def correlation_errors(self, fake: torch.Tensor) -> torch.Tensor:
+    def correlation_errors(self, fake: torch.Tensor, params: torch.Tensor | None = None) -> torch.Tensor:
         """(z_batch - z_bank)^2 per pair of summaries (K, K) of generated maps (B, 1, N, N),
         z = atanh(r) Fisher's transform of r, the Pearson correlation over maps (0 on the
         diagonal and for a summary not used; ``pair_weight`` weighs them). Why z and not r:
@@ -204,7 +251,7 @@ class PerMapDistributionLoss:
         noise. The quickstart's mean-sigma pair (0.66 against 0.99) is 3.5 in z, 0.11 in r
         (docs/training-notes.md, c2_s0). r is shrunk by 1 - R_SHRINK first so that |r| = 1
         has a finite z and gradient."""
-        return self._correlation_errors(self.standardised(fake))
+        return self._correlation_errors(self.standardised(fake, params))
 
     @staticmethod
     def _correlation(x: torch.Tensor) -> torch.Tensor:
@@ -243,11 +290,11 @@ class PerMapDistributionLoss:
     def _spread_errors(self, x: torch.Tensor) -> torch.Tensor:
         # log s = log(var) / 2 (the bank's standardised spread is 1); the variance, not the
         # standard deviation, so a summary the batch does not vary has a finite gradient
-        var = torch.where(self.used, x.var(0), torch.ones_like(self.spread))
+        var = torch.where(self.used, x.var(0), torch.ones_like(self.weight))
         return (torch.log(var) / 2).square()
 
     def __call__(self, fake: torch.Tensor, params: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.standardised(fake)  # once, for both parts
+        x = self.standardised(fake, params)  # once, for every part
         total = (self._distances(x) * self.weight).sum()
         if self.spread_weight > 0:
             total = total + self.spread_weight * (self._spread_errors(x) * self.weight).sum()

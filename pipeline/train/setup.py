@@ -178,7 +178,8 @@ def autocast_for(precision: str, device: torch.device) -> contextlib.AbstractCon
 class AuxiliaryTerms:
     """The generator's weighted auxiliary loss ``f(fake, params)``: the per-mode spectral
     term (train.spectral_weight) plus, for a conditional run, its per-cosmology part
-    (train.cosmology_spectral_weight), and the per-map distribution term
+    (train.cosmology_spectral_weight), its anisotropy part (train.spectral_anisotropy_weight),
+    and the per-map distribution term
     (train.distribution_weight). ``loss`` (the spectral term, or None) holds the focus
     state that checkpoints keep."""
 
@@ -187,11 +188,16 @@ class AuxiliaryTerms:
     cosmology_weight: float
     distribution: PerMapDistributionLoss | None = None
     distribution_weight: float = 0.0
+    anisotropy_weight: float = 0.0
 
     def __call__(self, fake: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         total = fake.new_zeros(())
-        if self.weight > 0:
-            total = total + self.weight * self.loss(fake, params)
+        if self.weight > 0 or self.anisotropy_weight > 0:
+            errors = self.loss.mode_errors(fake, params)  # once, for both terms
+            if self.weight > 0:
+                total = total + self.weight * self.loss.spectral_term(errors)
+            if self.anisotropy_weight > 0:
+                total = total + self.anisotropy_weight * self.loss.anisotropy_term(errors)
         if self.cosmology_weight > 0:
             total = total + self.cosmology_weight * self.loss.cosmology_term(fake, params)
         if self.distribution is not None:
@@ -205,21 +211,33 @@ def build_auxiliary_loss(cfg: Config, data: MapDataset, transform: PixelTransfor
     distribution_weight), or None when all are 0. The spectral target: 1024 training maps
     drawn from the whole split (error ~1/sqrt(n modes)); for a conditional run, up to 1024
     maps of each training cosmology, that cosmology's own. The distribution term's bank:
-    2048 training maps drawn the same way (another draw)."""
+    2048 training maps drawn the same way (another draw); for a conditional run, up to 512
+    maps of each training cosmology, each standardised by its own."""
     tc = cfg.train
-    if tc.spectral_weight <= 0 and tc.cosmology_spectral_weight <= 0 and tc.distribution_weight <= 0:
+    if (tc.spectral_weight <= 0 and tc.cosmology_spectral_weight <= 0 and tc.spectral_anisotropy_weight <= 0
+            and tc.distribution_weight <= 0):
         return None
     spectral = None
-    if tc.spectral_weight > 0 or tc.cosmology_spectral_weight > 0:
+    if tc.spectral_weight > 0 or tc.cosmology_spectral_weight > 0 or tc.spectral_anisotropy_weight > 0:
         spectral = _spectral_loss(tc, data, transform, size, backend, support)
     distribution = None
     if tc.distribution_weight > 0:
-        distribution = PerMapDistributionLoss(size, read_sample(data, 2048, seed_from(tc.seed, FIT_SAMPLE, 2), 256),
-                                              transform, backend.device, tc.distribution_spread_weight,
-                                              tc.distribution_correlation_weight,
-                                              tc.distribution_fundamental_group)
+        distribution = _distribution_loss(tc, data, transform, size, backend, support)
     return AuxiliaryTerms(spectral, tc.spectral_weight, tc.cosmology_spectral_weight, distribution,
-                          tc.distribution_weight)
+                          tc.distribution_weight, tc.spectral_anisotropy_weight)
+
+
+def _distribution_loss(tc: TrainConfig, data: MapDataset, transform: PixelTransform, size: int,
+                       backend: Backend, support: ParamSupport) -> PerMapDistributionLoss:
+    seed = seed_from(tc.seed, FIT_SAMPLE, 2)
+    parts = dict(spread_weight=tc.distribution_spread_weight, correlation_weight=tc.distribution_correlation_weight,
+                 fundamental_group=tc.distribution_fundamental_group)
+    if not support.conditional:
+        return PerMapDistributionLoss(size, read_sample(data, 2048, seed, 256), transform, backend.device, **parts)
+    cosmologies = split_cosmologies(data, support)
+    per = [read_sample(data, 512, seed, 256, among=cosmologies.members(c)) for c in range(len(cosmologies.points))]
+    points = support.normalise(torch.as_tensor(cosmologies.points, dtype=torch.float32))
+    return PerMapDistributionLoss(size, [], transform, backend.device, per_cosmology=per, points=points, **parts)
 
 
 def _spectral_loss(tc: TrainConfig, data: MapDataset, transform: PixelTransform, size: int,

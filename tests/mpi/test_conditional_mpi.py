@@ -212,10 +212,13 @@ def test_validate_bad_inputs(cond_run, cond_data, tmp_path):
 
 def test_a_killed_conditional_run_resumes_exactly(cond_data, tmp_path):
     """With the per-cosmology term focused: its moving sums are in the checkpoints, so the
-    resumed run ends in the same state, those sums included."""
+    resumed run ends in the same state, those sums included; with the per-map distribution
+    term, each map standardised by its own cosmology's training maps."""
     base = ["train", "--config", str(TINY), "--data", str(cond_data), "--quiet", "--set", "train.steps=24",
             "--set", "train.checkpoint_every=4", "--set", "train.keep_checkpoints=100", *CONDITIONAL,
-            "--set", "train.cosmology_spectral_weight=5", "--set", "train.cosmology_spectral_focus=0.9"]
+            "--set", "train.cosmology_spectral_weight=5", "--set", "train.cosmology_spectral_focus=0.9",
+            "--set", "train.distribution_weight=2", "--set", "train.distribution_spread_weight=1",
+            "--set", "train.distribution_correlation_weight=1"]
     run_cli(*base, "--run", tmp_path / "whole", check=True)
     run = tmp_path / "killed"
     cmd = [sys.executable, "-m", "pipeline", *base, "--run", str(run)]

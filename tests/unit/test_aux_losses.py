@@ -125,3 +125,36 @@ def test_maps_of_mean_exactly_zero_give_a_finite_target():
     y = WIDE.forward(torch.from_numpy(maps).float())[:, None]
     shifted = WIDE.forward(torch.from_numpy(maps + 0.01).float())[:, None]
     assert np.isfinite(loss(y).item()) and loss(shifted).item() > loss(y).item()
+
+
+def test_anisotropy_term_is_each_modes_departure_from_its_shell_written_out_in_numpy():
+    """L_aniso against numpy, float64; near 0 (the batch's noise) for isotropic maps, and a
+    planted cosine on the (4, 4) mode, a grid harmonic, raises it far above that."""
+    N = 16
+    target = lognormal_like(256, N, 1)
+    loss = SpectralLoss(N, [target], WIDE, torch.device("cpu"))
+
+    def by_hand(maps):
+        k = np.fft.fftfreq(N, 1 / N)
+        k2 = np.rint(k[:, None] ** 2 + np.fft.rfftfreq(N, 1 / N)[None, :] ** 2).astype(int)
+        used = k2 <= (N // 2) ** 2
+        fake = (np.abs(np.fft.rfft2(maps.astype(np.float64))) ** 2).mean(0)[used]
+        tgt = (np.abs(np.fft.rfft2(target.astype(np.float64))) ** 2).mean(0)[used]
+        shells = k2[used]
+        floor = 1e-3 * np.median([tgt[shells == s].mean() for s in np.unique(shells)])
+        e = np.log(fake + floor) - np.log(np.array([tgt[shells == s].mean() for s in shells]) + floor)
+        shared = np.array([(shells == s).sum() > 1 for s in shells])
+        dev = e - np.array([e[shells == s].mean() for s in shells])
+        return float(np.mean(dev[shared] ** 2))
+
+    iso = lognormal_like(64, N, 2)
+    x = np.arange(N)
+    grid = 0.03 * np.cos(2 * np.pi * 4 * (x[:, None] + x[None, :]) / N)
+    patterned = (iso + grid).astype(np.float32)
+    values = []
+    for maps in (iso, patterned):
+        errors = loss.mode_errors(WIDE.forward(torch.as_tensor(maps))[:, None])
+        value = float(loss.anisotropy_term(errors))
+        assert value == pytest.approx(by_hand(maps), rel=1e-4)
+        values.append(value)
+    assert values[0] < 0.05 and values[1] > 10 * values[0], values

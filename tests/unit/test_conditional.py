@@ -67,6 +67,8 @@ def test_model_conditioning_options_are_checked():
         load_config(None, ["model.g_conditioning=cbn"])
     with pytest.raises(ConfigError, match="fresh_params"):
         load_config(None, ["train.fresh_params=true", "train.spectral_weight=1"])
+    with pytest.raises(ConfigError, match="fresh_params"):
+        load_config(None, ["train.fresh_params=true", "train.distribution_weight=1"])
     args = conditional_args()
     assert args.n_params == 2 and ModelArgs.from_dict(args.to_dict()) == args
 
