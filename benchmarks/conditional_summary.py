@@ -36,7 +36,7 @@ def rows(report: Path) -> list[str]:
     out.append(f"interpolation (chi2 at the truth < at the nearest training cosmology): "
                f"{sum(c['interpolation']['pass'] for c in interp)} of {len(interp)}")
     for r in d["responses"]:
-        out.append(f"response to {r['parameter']} {np.round(r['a'], 4).tolist()} -> {np.round(r['b'], 4).tolist()}: worst {r['ps_worst']:.1%} in the C_l ratio")
+        out.append(f"response to {r['parameter']} {np.round(r['a'], 4).tolist()} -> {np.round(r['b'], 4).tolist()}: worst {r['ps_worst']:.1%} in the C_l ratio (noise {r.get('ps_worst_noise') or float('nan'):.1%} there)")
     return out
 
 

@@ -82,14 +82,17 @@ conditional generator put 2-3x the power on single modes of its 16-pixel grid ((
 cosmology, a different set at each checkpoint, and the ell bins holding them 10-20% high
 (docs/training-notes.md, g_s2, g_s3); such a mode costs L_spec little. The anisotropy
 term (train.spectral_anisotropy_weight) weighs every mode alike, and only its departure
-from its own shell (e_k the log ratio of the batch's mean power to the target at mode k,
-e_s its mean over the modes of k's shell):
+from the other modes of its ring (e_k the log ratio of the batch's mean power to the
+target at mode k, e_r its mean over the modes of k's ring r):
 
-    L_aniso = mean over modes k in shells of 2 or more modes of  (e_k - e_s)^2
+    L_aniso = mean over modes k in rings of 2 or more modes of  (e_k - e_r)^2
 
-An isotropic field has the same power at every mode of a shell, so this is 0 in
-expectation but for the noise of the batch's mean power (for 64 maps, (e_k - e_s)^2 ~
-1/64 per mode); a 2x mode costs 0.48 of it, over the ~1,600 modes.
+The ring, not the shell: the shells |k|^2 = 144 and 256 hold only the axis modes (12, 0),
+(0, 12) and (16, 0), (0, 16), which the generator raised 1.6-2x together, and e_k has
+the target's radial shape divided out already. An isotropic field has the same power at
+every mode of a shell, so a right generator makes this 0 in expectation but for the noise
+of the batch's mean power (for 64 maps, (e_k - e_r)^2 ~ 1/64 per mode); a 2x mode costs
+0.48 of it, over the ~1,600 modes.
 """
 
 from __future__ import annotations
@@ -132,7 +135,6 @@ class SpectralLoss:
         shells_per_ring = torch.bincount(ring_index).to(torch.float32)
         shell_weight = 1.0 / (shells_per_ring[ring_index] * len(shells_per_ring))
         self.weights = shell_weight[self.shell] / self.counts[self.shell]
-        self.in_shared_shell = self.counts[self.shell] > 1  # the modes the anisotropy term compares
         self.transform = transform
         groups = per_cosmology if per_cosmology is not None else [target_chunks]
         self._map_shells: list[list[torch.Tensor]] = []  # each target map's shell powers, for mu below
@@ -149,6 +151,7 @@ class SpectralLoss:
         self.ring = rfft_rings(size, device)[self.keep]
         self.n_rings = int(self.ring.max()) + 1
         self.ring_counts = torch.bincount(self.ring, minlength=self.n_rings).to(torch.float32)
+        self.in_shared_ring = self.ring_counts[self.ring] > 1  # the modes the anisotropy term compares
         self.ring_mu = torch.stack([self._mean_amplitude(shells, c) for c, shells in enumerate(self._map_shells)])
         del self._map_shells
         self.focus = focus
@@ -278,10 +281,10 @@ class SpectralLoss:
 
     def anisotropy_term(self, errors: torch.Tensor) -> torch.Tensor:
         """L_aniso from ``mode_errors``: the mean over modes of the squared difference of
-        each mode's log ratio from its shell's mean, every mode alike."""
-        shell_mean = torch.zeros(self.n_shells, device=errors.device, dtype=errors.dtype).index_add(
-            0, self.shell, errors) / self.counts
-        return (errors - shell_mean[self.shell]).square()[self.in_shared_shell].mean()
+        each mode's log ratio from its ring's mean, every mode alike."""
+        ring_mean = torch.zeros(self.n_rings, device=errors.device, dtype=errors.dtype).index_add(
+            0, self.ring, errors) / self.ring_counts
+        return (errors - ring_mean[self.ring]).square()[self.in_shared_ring].mean()
 
     def __call__(self, fake: torch.Tensor, params: torch.Tensor | None = None) -> torch.Tensor:
         """L_spec of generated maps (B, 1, N, N) as the generator makes them (transformed);

@@ -103,7 +103,11 @@ class Response:
     """How the statistics move between two cosmologies a and b that differ in ``parameter``
     only: ratio_* of the mean power spectra (b / a, per ell bin) and of the mean peak counts
     (per threshold bin, where the reference's mean counts are at least 5% of their largest
-    at both), emulator and physical model; worst: max over bins of |emu / ref - 1|."""
+    at both), emulator and physical model; worst: max over bins of |emu / ref - 1|;
+    ps_noise: per ell bin, the standard error of emu / ref from the four samples' scatter
+    (each mean's sd / sqrt(n) / mean, added in quadrature; the maps of different
+    cosmologies are independent), ps_worst_noise that at the worst bin: how much of the
+    error sampling alone gives."""
 
     parameter: str
     a: list[float]
@@ -115,6 +119,8 @@ class Response:
     ps_worst: float
     peaks_worst: float | None
     tolerance: float
+    ps_noise: list[float] = field(default_factory=list)
+    ps_worst_noise: float | None = None
 
     @property
     def passed(self) -> bool:
@@ -268,8 +274,10 @@ def _responses(results, names, points, ref_stats, ref_of, gen_stats, gen_of, vc)
             if len(differs) != 1:
                 continue
             lo, hi = (a, b) if points[a][differs[0]] < points[b][differs[0]] else (b, a)
-            ps = [ref_stats["power_spectrum"][ref_of == k].mean(0) for k in (lo, hi)]
-            ps_gen = [gen_stats["power_spectrum"][gen_of == k].mean(0) for k in (lo, hi)]
+            samples = [x["power_spectrum"][of == k] for x, of in ((ref_stats, ref_of), (gen_stats, gen_of))
+                       for k in (lo, hi)]
+            ps, ps_gen = [x.mean(0) for x in samples[:2]], [x.mean(0) for x in samples[2:]]
+            noise = np.sqrt(sum((x.std(0, ddof=1) / np.sqrt(len(x)) / x.mean(0)) ** 2 for x in samples))
             pk = [ref_stats["peaks"][ref_of == k].mean(0) for k in (lo, hi)]
             pk_gen = [gen_stats["peaks"][gen_of == k].mean(0) for k in (lo, hi)]
             ps_ref_ratio, ps_emu_ratio = ps[1] / ps[0], ps_gen[1] / ps_gen[0]
@@ -277,11 +285,12 @@ def _responses(results, names, points, ref_stats, ref_of, gen_stats, gen_of, vc)
             pk_ref_ratio = np.where(enough, pk[1] / np.where(enough, pk[0], 1), np.nan)
             pk_emu_ratio = np.where(enough, pk_gen[1] / np.where(enough, pk_gen[0], 1), np.nan)
             pk_err = np.abs(pk_emu_ratio / pk_ref_ratio - 1)[enough]
+            ps_err = np.abs(ps_emu_ratio / ps_ref_ratio - 1)
             out.append(Response(
                 names[differs[0]], [float(v) for v in points[lo]], [float(v) for v in points[hi]],
                 ps_emu_ratio.tolist(), ps_ref_ratio.tolist(), _nan_to_none(pk_emu_ratio), _nan_to_none(pk_ref_ratio),
-                float(np.abs(ps_emu_ratio / ps_ref_ratio - 1).max()),
-                float(pk_err.max()) if pk_err.size else None, vc.response_max_rel_err))
+                float(ps_err.max()), float(pk_err.max()) if pk_err.size else None, vc.response_max_rel_err,
+                noise.tolist(), float(noise[int(np.argmax(ps_err))])))
     return out
 
 

@@ -102,7 +102,8 @@ def headline(summary: ConditionalSummary) -> tuple[str, str, list[str]]:
                      f"nearest training one at {sum(r.interpolation.passed for r in interp)} of {len(interp)}")
     for x in summary.responses:
         lines.append(f"response to {x.parameter} ({_point(summary, x.a)} → {_point(summary, x.b)}): worst "
-                     f"{x.ps_worst:.1%} in the power spectrum ratio (allowed {x.tolerance:.0%})")
+                     f"{x.ps_worst:.1%} in the power spectrum ratio (allowed {x.tolerance:.0%}; sampling noise "
+                     f"{x.ps_worst_noise:.1%} in that bin)")
     if summary.passed:
         return "pass", "PASS: every cosmology inside the support meets every criterion", lines
     failing = [r for r in summary.results if r.category != "extrapolated"
@@ -211,6 +212,9 @@ def _response(summary: ConditionalSummary, path: Path) -> Path:
         for (ax_ps, ax_pk), x in zip(axes, shown):
             title = f"{_point(summary, x.b)} over {_point(summary, x.a)}"
             ax_ps.plot(ell, x.ps_ratio_reference, color=plots.REF_COLOR, label=plots.REF_LABEL)
+            band = np.asarray(x.ps_ratio_reference) * np.asarray(x.ps_noise)
+            ax_ps.fill_between(ell, np.asarray(x.ps_ratio_reference) - band, np.asarray(x.ps_ratio_reference) + band,
+                               color=plots.REF_COLOR, alpha=0.2, linewidth=0, label="±1σ sampling noise of the ratio")
             ax_ps.plot(ell, x.ps_ratio_emulator, color=plots.EMU_COLOR, linestyle="--", label=plots.EMU_LABEL)
             ax_ps.set_title(f"C_ℓ ratio: {title}", fontsize=8.5)
             ax_ps.set_xlabel("multipole ℓ")

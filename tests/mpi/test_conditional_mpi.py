@@ -187,6 +187,12 @@ def test_a_cosmology_judged_with_the_physical_model_itself_passes_and_interpolat
                              load_config(TINY).validation)
     assert response.ps_worst == 0 and response.passed
     assert np.nanmax(response.ps_ratio_reference) > 1  # more sigma_8, more power
+    # the noise: four samples' relative standard errors in quadrature (here two, each twice)
+    lo_hi = [int(np.flatnonzero(np.all(np.isclose(points, p), 1))[0]) for p in (response.a, response.b)]
+    rel_se = [np.std(s["power_spectrum"][which == k], 0, ddof=1) / np.sqrt((which == k).sum())
+              / s["power_spectrum"][which == k].mean(0) for k in lo_hi]
+    np.testing.assert_allclose(response.ps_noise, np.sqrt(2 * (rel_se[0] ** 2 + rel_se[1] ** 2)), rtol=1e-10)
+    assert 0 < response.ps_worst_noise < 1
 
 
 def test_validate_resumes_from_its_generated_maps(cond_run, cond_data, tmp_path):
