@@ -392,7 +392,7 @@ class TrainConfig:
     bias of each training cosmology's broadband power per ring (0 = off; aux_losses.py);
     cosmology_spectral_mean: that part judges the map mean (ring 0) too;
     spectral_anisotropy_weight: weight of the spectral term's anisotropy part, each mode's
-    log power ratio against its shell's mean, every mode alike (0 = off; aux_losses.py);
+    log power ratio against its ring's mean, every mode alike (0 = off; aux_losses.py);
     cosmology_spectral_focus: that part pulls each map by a moving mean of its
     (cosmology, ring) cell's deviation, decaying by this factor per step, and weighs each
     cell by that mean's square (0 = off: the batch's pairs, every cell alike; ~0.99
@@ -410,8 +410,8 @@ class TrainConfig:
     distribution_fundamental_group: that term weighs the ring-1 (|k| = 1 and sqrt 2) power
     as a group of its own, beside the map mean, sigma, skewness, V0s, V1s and other rings;
     fresh_params: a conditional run draws its generated maps at uniform draws over the
-    training support instead of at the real batch's parameters (needs the spectral and
-    distribution weights 0);
+    training support instead of at the real batch's parameters (needs the spectral,
+    anisotropy and distribution weights 0);
     lr_decay: "none" (constant learning rates) or "cosine" (from lr_* at step 0 down to
     lr_final_fraction x lr_* at train.steps, half a cosine; a function of the step, so a
     resumed run follows it, and changing train.steps reshapes it);
@@ -488,8 +488,9 @@ class TrainConfig:
         if self.fresh_params and (self.spectral_weight > 0 or self.cosmology_spectral_weight > 0
                                   or self.spectral_anisotropy_weight > 0 or self.distribution_weight > 0):
             raise ConfigError(f"{where}.fresh_params: the spectral and distribution terms' targets exist only at the "
-                              "training cosmologies; set train.spectral_weight, cosmology_spectral_weight and "
-                              "distribution_weight to 0 to draw generated maps at fresh parameters")
+                              "training cosmologies; set train.spectral_weight, cosmology_spectral_weight, "
+                              "spectral_anisotropy_weight and distribution_weight to 0 to draw generated maps at "
+                              "fresh parameters")
 
 
 @dataclass

@@ -159,6 +159,15 @@ def distinct_rows(columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return unique[order], renumber[which.ravel()]
 
 
+def nearest_points(points: torch.Tensor | None, params: torch.Tensor | None, n: int,
+                   device: torch.device) -> torch.Tensor:
+    """The index (n,) of the row of points (C, P) nearest each row of params (n, P), both
+    normalised; all 0 when there is one point or none (an unconditional run)."""
+    if points is None or len(points) == 1:
+        return torch.zeros(n, dtype=torch.long, device=device)
+    return torch.cdist(params.float().to(points.device), points.float()).argmin(1)
+
+
 def rows_at(params: np.ndarray, point) -> np.ndarray:
     """Indices of the rows of params (n, P) equal to point (P,) to float32 rounding: the
     maps of a dataset (whose parameters are stored as float32) at a typed cosmology."""

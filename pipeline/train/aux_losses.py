@@ -103,6 +103,7 @@ import numpy as np
 import torch
 
 from pipeline.data.transforms import PixelTransform
+from pipeline.models.conditioning import nearest_points
 from pipeline.models.fourier import rfft_k2, rfft_rings
 
 #: Squared log bias below which the focus weighs cells alike: (5%)^2, half the 10%
@@ -206,9 +207,7 @@ class SpectralLoss:
 
     def cosmology_of(self, params: torch.Tensor | None, n: int) -> torch.Tensor:
         """The training cosmology (n,) nearest each generated map's normalised parameters."""
-        if self.points is None or len(self.points) == 1:
-            return torch.zeros(n, dtype=torch.long, device=self.targets.device)
-        return torch.cdist(params.float().to(self.points.device), self.points.float()).argmin(1)
+        return nearest_points(self.points, params, n, self.targets.device)
 
     def mode_power(self, kappa: torch.Tensor) -> torch.Tensor:
         """Mean power over the maps (B, N, N) of each mode used, float32."""

@@ -55,6 +55,7 @@ import numpy as np
 import torch
 
 from pipeline.data.transforms import PixelTransform
+from pipeline.models.conditioning import nearest_points
 from pipeline.models.fourier import rfft_rings
 from pipeline.train.soft_excursions import soft_excursions
 
@@ -176,9 +177,7 @@ class PerMapDistributionLoss:
 
     def cosmology_of(self, params: torch.Tensor | None, n: int) -> torch.Tensor:
         """The training cosmology (n,) nearest each map's normalised parameters (0 for one)."""
-        if self.points is None or len(self.points) == 1:
-            return torch.zeros(n, dtype=torch.long, device=self.centers.device)
-        return torch.cdist(params.float().to(self.points.device), self.points.float()).argmin(1)
+        return nearest_points(self.points, params, n, self.centers.device)
 
     def summaries(self, kappa: torch.Tensor, cosmology: torch.Tensor | None = None) -> torch.Tensor:
         """Each map's summaries (B, K) from maps (B, N, N) in kappa, float32; cosmology (B,):

@@ -127,7 +127,7 @@ def test_maps_of_mean_exactly_zero_give_a_finite_target():
     assert np.isfinite(loss(y).item()) and loss(shifted).item() > loss(y).item()
 
 
-def test_anisotropy_term_is_each_modes_departure_from_its_shell_written_out_in_numpy():
+def test_anisotropy_term_is_each_modes_departure_from_its_ring_written_out_in_numpy():
     """L_aniso against numpy, float64; near 0 (the batch's noise) for isotropic maps, and a
     planted cosine on the (4, 4) mode, a grid harmonic, or on the axis modes (4, 0) and
     (0, 4), the only modes of their shell, raises it far above that."""
