@@ -2,8 +2,10 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -62,6 +64,52 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) ->
     assert lines[0].startswith("cosmogan: error: "), lines[0]
     for frag in fragments:
         assert frag in lines[0], (frag, lines[0])
+
+
+def kill_launch(proc: subprocess.Popen, timeout: float = 30) -> None:
+    """SIGKILL a launched command and every process under it, and return once all are dead.
+
+    killpg is not enough: MPICH's hydra starts each rank in a session of its own, so after
+    the launcher's group is killed a rank can live on for milliseconds and write one more
+    file. The tree is read from /proc before anything dies (orphans are re-parented)."""
+    tree = _descendants(proc.pid)
+    for pid in [*reversed(tree), proc.pid]:  # ranks first: they are the ones writing
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait(timeout=timeout)
+    deadline = time.time() + timeout
+    while any(_alive(pid) for pid in tree):
+        assert time.time() < deadline, f"processes {tree} outlived SIGKILL"
+        time.sleep(0.005)
+
+
+def _descendants(root: int) -> list[int]:
+    """PIDs below ``root`` in the process tree, parents before children."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            pid, rest = stat.read_text().split(" (", 1)
+        except OSError:
+            continue
+        ppid = int(rest.rsplit(") ", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(pid))
+    order, todo = [], list(children.get(root, []))
+    while todo:
+        pid = todo.pop(0)
+        order.append(pid)
+        todo.extend(children.get(pid, []))
+    return order
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs; a zombie (killed, not yet reaped) writes nothing and counts as dead."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
 
 
 def rewrite_checksum(dataset: Path, shard: str) -> None:

@@ -21,8 +21,8 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline import __version__
-from pipeline.data.format import (Manifest, ShardInfo, ShardWriter, file_sha256, note_hdf5_failure, raised_by_hdf5,
-                                  shard_name, write_manifest)
+from pipeline.data.format import (MANIFEST_NAME, Manifest, ShardInfo, ShardWriter, file_sha256, note_hdf5_failure,
+                                  raised_by_hdf5, read_manifest, shard_name, write_manifest)
 from pipeline.errors import DataError, os_error_text
 from pipeline.locking import output_lock
 
@@ -101,7 +101,8 @@ def import_maps(maps, out_dir: str | Path, side_angle_deg: float, source_path: s
     shards are written into a hidden sibling ``.NAME.import``, which is renamed to out_dir
     when every map and parameter was found finite. A bad value removes it (nothing is
     left); a killed import leaves it, and the same command run again keeps its complete
-    shards and writes only the rest.
+    shards and writes only the rest. Run again after it finished, it returns the manifest
+    there and writes nothing.
     """
     out = Path(out_dir)
     source = _source_text(source_path)
@@ -110,8 +111,6 @@ def import_maps(maps, out_dir: str | Path, side_angle_deg: float, source_path: s
         raise DataError(f"--side-angle-deg must be a positive number of degrees, got {side_angle_deg}")
     if shard_size <= 0:
         raise DataError(f"--shard-size must be positive, got {shard_size}")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise DataError(f"{out}: already exists and is not empty; choose another --out or remove it")
     n, h, w = maps.shape
     param_names = list(param_names or [])
     repeated = sorted({p for p in param_names if param_names.count(p) > 1})
@@ -130,6 +129,9 @@ def import_maps(maps, out_dir: str | Path, side_angle_deg: float, source_path: s
     except OSError as e:
         raise DataError(f"{out.parent}: cannot create the output's directory ({os_error_text(e)})") from None
     with output_lock(out, "import"):
+        finished = _finished_import(out, digest)
+        if finished is not None:
+            return finished
         try:
             return _import(maps, out, source, source_path, source_key, side_angle_deg, shard_size, params,
                            param_names, digest, progress)
@@ -188,6 +190,20 @@ def _import(maps, out: Path, source: str, source_path, source_key, side_angle_de
         with contextlib.suppress(OSError):
             shutil.rmtree(tmp)
         raise
+
+
+def _finished_import(out: Path, digest: str) -> Manifest | None:
+    """The manifest at ``out`` if the same import (same recipe digest) already finished there,
+    so that running the command again is a no-op (as make-data's is); None if ``out`` is
+    missing or empty. Anything else at ``out`` is refused: an import never writes over it."""
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return None
+    if (out / MANIFEST_NAME).is_file():
+        with contextlib.suppress(DataError):
+            manifest = read_manifest(out)
+            if manifest.provenance.get("recipe_digest") == digest:
+                return manifest
+    raise DataError(f"{out}: already exists and is not empty; choose another --out or remove it")
 
 
 def _resumable_shards(tmp: Path, digest: str) -> dict[int, ShardInfo]:

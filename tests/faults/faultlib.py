@@ -10,8 +10,6 @@ stats tables and reports, every tensor of a run's last checkpoint).
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -22,7 +20,7 @@ from typing import Callable
 import h5py
 import numpy as np
 
-from conftest import BIN, CONFIGS, LENIENT, REPO, cli_env
+from conftest import BIN, CONFIGS, LENIENT, REPO, cli_env, kill_launch
 
 TINY = CONFIGS / "tiny.yaml"
 
@@ -142,7 +140,7 @@ def count_markers(stage: Stage, out: Path) -> int:
 
 
 def kill_after(stage: Stage, out: Path, markers: int, ranks: int, timeout: float = 180) -> tuple[int, float]:
-    """Start the stage, SIGKILL its whole process group once ``markers`` progress files exist;
+    """Start the stage, SIGKILL it and all its processes once ``markers`` progress files exist;
     returns (markers seen at the kill, seconds it ran). Fails if it finished first."""
     proc = subprocess.Popen(command(stage.args(out), ranks), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             env=cli_env(), cwd=REPO, start_new_session=True)
@@ -156,20 +154,12 @@ def kill_after(stage: Stage, out: Path, markers: int, ranks: int, timeout: float
                 raise AssertionError(f"{stage.name}: no {markers} markers within {timeout} s")
             time.sleep(0.005)
         seen = count_markers(stage, out)
-        os.killpg(proc.pid, signal.SIGKILL)
+        kill_launch(proc)
     finally:
         if proc.poll() is None:
-            with_suppress_kill(proc)
-        proc.wait(timeout=60)
+            kill_launch(proc)
         proc.stderr.close()
     return seen, time.time() - t0
-
-
-def with_suppress_kill(proc) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def assert_user_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:

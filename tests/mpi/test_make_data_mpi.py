@@ -1,14 +1,12 @@
 """make-data under `mpirun -n 2`: bit-for-bit the same dataset as one rank; resumable after a kill."""
 
-import os
-import signal
 import subprocess
 import sys
 import time
 
 import pytest
 
-from conftest import BIN, CONFIGS, REPO, cli_env, run_cli
+from conftest import BIN, CONFIGS, REPO, cli_env, kill_launch, run_cli
 from pipeline.data.format import file_sha256
 
 pytestmark = pytest.mark.mpi
@@ -44,8 +42,7 @@ def test_killed_run_resumes_to_the_same_dataset(tmp_path):
         assert proc.poll() is None, "make-data finished before it could be killed; make the run longer"
         assert time.time() < deadline
         time.sleep(0.005)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_launch(proc)
     assert not (out / "train" / "manifest.json").exists()
     done_before = {p.name: p.stat().st_mtime_ns for p in (out / "train").glob("shard-*.h5")}
 

@@ -1,7 +1,5 @@
 """`cosmogan stats` under `mpirun -n 2`: the same table as one rank; resumable after a kill."""
 
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -10,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import BIN, CONFIGS, REPO, cli_env, run_cli
+from conftest import BIN, CONFIGS, REPO, cli_env, kill_launch, run_cli
 from pipeline.stats import all_statistics
 from pipeline.data.loader import MapDataset
 
@@ -78,8 +76,7 @@ def test_killed_stats_resume_computes_only_missing_chunks(tmp_path):
         assert proc.poll() is None, "stats finished before it could be killed; make the run longer"
         assert time.time() < deadline
         time.sleep(0.005)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_launch(proc)
     assert not out.exists()
     done = {p.name: p.stat().st_mtime_ns for p in parts.glob("chunk-*.h5")}
     assert 8 <= len(done) < 60

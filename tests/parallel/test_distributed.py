@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import BIN, CONFIGS, REPO, assert_same_state, cli_env, last_checkpoint, run_cli
+from conftest import BIN, CONFIGS, REPO, assert_same_state, cli_env, kill_launch, last_checkpoint, run_cli
 
 pytestmark = pytest.mark.mpi
 HERE = Path(__file__).parent
@@ -161,7 +161,7 @@ def test_a_dead_rank_fails_the_job_quickly_and_is_named(tiny_data, tmp_path, lau
             proc.wait(timeout=60)
         finally:
             if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
+                kill_launch(proc)
     assert proc.returncode != 0
     assert time.time() - killed < 60
     text = log.read_text()

@@ -31,6 +31,21 @@ def test_import_npy_round_trip(tmp_path, shape):
     np.testing.assert_array_equal(got_params, params)
 
 
+def test_import_rerun_after_it_finished_writes_nothing(tmp_path):
+    """The same import run again (say, after a kill that came once it had finished) is a
+    no-op; an import with other settings into the same directory is refused."""
+    np.save(tmp_path / "m.npy", np.random.default_rng(3).normal(size=(7, 8, 8)).astype(np.float32))
+    args = ["import-npy", tmp_path / "m.npy", "--out", tmp_path / "ds", "--side-angle-deg", 2, "--quiet"]
+    run_cli(*args, "--shard-size", 3, check=True)
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "ds").rglob("*")}
+    proc = run_cli(*args, "--shard-size", 3, check=True)
+    assert "7 maps 8x8, 3 shards" in proc.stdout
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "ds").rglob("*")} == before
+    proc = run_cli(*args, "--shard-size", 4)
+    assert proc.returncode != 0 and "already exists and is not empty" in proc.stderr
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "ds").rglob("*")} == before
+
+
 def test_import_streams_from_memory_map(tmp_path, monkeypatch):
     """The importer reads the source in blocks: never asks for the whole array at once."""
     np.save(tmp_path / "m.npy", np.ones((300, 4, 4), np.float32))
