@@ -195,10 +195,15 @@ class PhysicsConfig:
 @dataclass
 class SplitConfig:
     """One split's cosmologies: ``design`` (None: cosmology.design) plus ``extra_points``
-    ({Omega_m: ..., sigma_8: ...} each), e.g. held-out cosmologies for the test split."""
+    ({Omega_m: ..., sigma_8: ...} each), e.g. held-out cosmologies for the test split.
+    matched_seeds: every cosmology of the split gets the same random fields (map i draws
+    realisation i // n_points, not i), as simulation suites do for derivatives: a ratio
+    of two cosmologies' statistics then carries little of the sample variance (the
+    response check of a conditional validation)."""
 
     design: Optional[DesignConfig] = None
     extra_points: list = dataclasses.field(default_factory=list)
+    matched_seeds: bool = False
 
     def validate(self, where: str) -> None:
         if self.design is not None:

@@ -129,9 +129,15 @@ class Emulator:
                first_index: int = 0, allow_extrapolation: bool = False) -> np.ndarray:
         """n kappa maps (n, H, W) float32: maps first_index .. first_index + n - 1 of the stream
         ``seed``, at ``params`` (see check_params) for a conditional run."""
-        p = self.check_params(params, n, allow_extrapolation)
-        z = torch.stack([latent(seed, i, self.z_dim) for i in range(first_index, first_index + n)]) if n else \
-            torch.zeros(0, self.z_dim)
+        return self.sample_indices(range(first_index, first_index + n), params, seed, batch_size, allow_extrapolation)
+
+    def sample_indices(self, indices, params=None, seed: int = 0, batch_size: int | None = None,
+                       allow_extrapolation: bool = False) -> np.ndarray:
+        """Maps (len(indices), H, W) float32 from the noise z_i of the stream ``seed`` at each
+        index i: an index given twice at two cosmologies renders the same z at both."""
+        indices = [int(i) for i in indices]
+        p = self.check_params(params, len(indices), allow_extrapolation)
+        z = torch.stack([latent(seed, i, self.z_dim) for i in indices]) if indices else torch.zeros(0, self.z_dim)
         return self.maps_from_latent(z, p, batch_size)
 
     def maps_from_latent(self, z: torch.Tensor, params=None, batch_size: int | None = None) -> np.ndarray:

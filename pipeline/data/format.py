@@ -51,12 +51,20 @@ class DesignRecord:
     """The cosmologies a dataset was made from. kind: "grid", "latin_hypercube", "points" (the
     config's design kinds) or "requested" (generated maps at asked-for parameters);
     points: the resolved cosmologies, one row per point in ``param_names`` order (map i of
-    make-data's splits has point i % len(points)); spec: the settings that produced them."""
+    make-data's splits has point i % len(points)); spec: the settings that produced them;
+    matched_seeds: map i drew realisation i // len(points) of the random fields, the same
+    at every point (else realisation i)."""
 
     kind: str
     param_names: list[str]
     points: list[list[float]]
     spec: dict = field(default_factory=dict)
+    matched_seeds: bool = False
+
+    def realisations(self, index: np.ndarray) -> np.ndarray | None:
+        """The realisation of the random fields each map index drew, where it is shared
+        between points (matched_seeds); None where every map drew its own."""
+        return np.asarray(index) // len(self.points) if self.matched_seeds else None
 
 
 @dataclass
@@ -98,7 +106,8 @@ class Manifest:
             if design is not None:
                 design = DesignRecord(kind=str(design["kind"]), param_names=[str(p) for p in design["param_names"]],
                                       points=[[float(v) for v in row] for row in design["points"]],
-                                      spec=dict(design.get("spec", {})))
+                                      spec=dict(design.get("spec", {})),
+                                      matched_seeds=bool(design.get("matched_seeds", False)))
             m = cls(n_maps=_int(d["n_maps"]), map_shape=shape,
                     side_angle_deg=float(d["side_angle_deg"]),
                     param_names=[str(p) for p in d["param_names"]],

@@ -3,7 +3,9 @@
 Map ``i`` of split ``s`` comes from the random stream seeded by
 (data.seed, split number, i) and the cosmology ``points[i % n_points]`` of that
 split's design (``Config.split_points``), so its pixels depend on nothing else: not
-on the rank count, not on the order of work. Shards, ranks and resume are those of
+on the rank count, not on the order of work. With the split's ``matched_seeds`` the
+stream is (data.seed, split number, i // n_points): realisation r of the random fields
+is drawn at every cosmology. Shards, ranks and resume are those of
 pipeline.data.sharded. Each split's manifest lists its design.
 """
 
@@ -38,16 +40,27 @@ def split_plan(cfg: Config, out: Path, split: str) -> DatasetPlan:
         "n_maps": cfg.data.split_sizes()[split],
         "shard_size": cfg.data.shard_size,
     }
+    matched = getattr(cfg.data.splits, split).matched_seeds
+    if matched:  # only when set, so that the datasets made before the option keep their digest
+        recipe["matched_seeds"] = True
     design = cfg.split_design(split)
     record = DesignRecord(kind=design.kind, param_names=list(PARAM_NAMES), points=[list(p) for p in points],
                           spec={"design": dataclasses.asdict(design),
-                                "extra_points": getattr(cfg.data.splits, split).extra_points})
+                                "extra_points": getattr(cfg.data.splits, split).extra_points},
+                          matched_seeds=matched)
     size = cfg.physics.map_size
     return DatasetPlan(out=out / split, n_maps=recipe["n_maps"], shard_size=cfg.data.shard_size,
                        map_shape=(size, size), side_angle_deg=cfg.physics.side_angle_deg,
                        param_names=list(PARAM_NAMES), recipe=recipe, design=record,
                        provenance={"generator": f"pipeline.physics.MapModel ({cfg.physics.field})",
-                                   "seed_words": "(data.seed, split_number, map_index)"})
+                                   "seed_words": ("(data.seed, split_number, map_index // n_points)" if matched
+                                                  else "(data.seed, split_number, map_index)")})
+
+
+def realisation(index: int, n_points: int | None) -> int:
+    """The random fields' realisation map ``index`` draws: its own, or with matched seeds
+    (n_points given) the one every cosmology of the split draws at that position."""
+    return index if n_points is None else index // n_points
 
 
 BLOCK = 16  # maps synthesised per call of produce (and held in memory at once)
@@ -110,10 +123,12 @@ def _write_splits(plans: list[DatasetPlan], model: MapModel, progress: bool) -> 
     for plan in plans:
         seed, split_number = plan.recipe["seed"], plan.recipe["split_number"]
         points = [tuple(p) for p in plan.recipe["points"]]
+        period = len(points) if plan.recipe.get("matched_seeds") else None
 
         def produce(first: int, count: int):
             idx = range(first, first + count)
-            maps = np.stack([model.synthesize(points[i % len(points)], (seed, split_number, i)) for i in idx])
+            maps = np.stack([model.synthesize(points[i % len(points)], (seed, split_number, realisation(i, period)))
+                             for i in idx])
             params = np.array([points[i % len(points)] for i in idx], np.float32)
             return maps.astype(np.float32), params
 

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import Config
-from pipeline.data.format import atomic_write_bytes
+from pipeline.data.format import DesignRecord, atomic_write_bytes
 from pipeline.data.loader import MapDataset
 from pipeline.emulator import Emulator
 from pipeline.models.conditioning import ParamSupport, distinct_rows
@@ -104,9 +104,11 @@ class Response:
     only: ratio_* of the mean power spectra (b / a, per ell bin) and of the mean peak counts
     (per threshold bin, where the reference's mean counts are at least 5% of their largest
     at both), emulator and physical model; worst: max over bins of |emu / ref - 1|;
-    ps_noise: per ell bin, the standard error of emu / ref from the four samples' scatter
-    (each mean's sd / sqrt(n) / mean, added in quadrature; the maps of different
-    cosmologies are independent), ps_worst_noise that at the worst bin: how much of the
+    ps_noise: per ell bin, the standard error of emu / ref from the samples' scatter, per
+    side the variance of a ratio of two means to first order: with matched realisations
+    (the emulator's: the same z at both cosmologies; the reference's when its design has
+    matched seeds) var(x_b / mean_b - x_a / mean_a) / n over the pairs, else each mean's
+    (sd / sqrt(n) / mean)^2 added; ps_worst_noise that at the worst bin: how much of the
     error sampling alone gives."""
 
     parameter: str
@@ -190,13 +192,16 @@ def validate_conditional(emulator: Emulator, cfg: Config, run_dir: Path, referen
         ref.close()
     generated = out / "generated"
     rows = np.repeat(points, n_maps, axis=0)  # cosmology c: generated maps c n .. (c + 1) n - 1
+    # the same n z's at every cosmology (map c n + j renders z_j), so that the responses
+    # compare matched maps
     _, ref_table, gen_table = generate_and_measure(emulator, cfg, run_dir, reference, ref_manifest, len(rows), out,
-                                                   stats_cache, progress, params=rows)
+                                                   stats_cache, progress, params=rows, latent_period=n_maps)
 
     summary = None
     if comm.rank == 0:
         with rank_local_work(f"{out}: cannot write the report"):
-            summary = _judge_all(emulator, cfg, run_dir, ref_table, gen_table, points, which, n_maps, out)
+            summary = _judge_all(emulator, cfg, run_dir, ref_table, gen_table, points, which, n_maps, out,
+                                 ref_manifest.design)
             from pipeline.validate.conditional_report import write_conditional_report
 
             write_conditional_report(summary, emulator, ref_table, gen_table, out)
@@ -206,12 +211,16 @@ def validate_conditional(emulator: Emulator, cfg: Config, run_dir: Path, referen
 
 
 def _judge_all(emulator: Emulator, cfg: Config, run_dir: Path, ref_table: Path, gen_table: Path,
-               points: np.ndarray, which: np.ndarray, n_maps: int, out: Path) -> ConditionalSummary:
+               points: np.ndarray, which: np.ndarray, n_maps: int, out: Path,
+               ref_design: DesignRecord | None) -> ConditionalSummary:
     support = emulator.support
     names = tuple(support.names)
     ref_t, gen_t = read_table(ref_table), read_table(gen_table)
     ref_of = which[ref_t.columns["index"]]             # each reference row's cosmology
     gen_of = gen_t.columns["index"] // n_maps          # generated map i is at cosmology i // n
+    # the realisation each row drew, where one is shared between cosmologies (None: none is)
+    ref_real = ref_design.realisations(ref_t.columns["index"]) if ref_design is not None else None
+    gen_real = gen_t.columns["index"] % n_maps        # ... and renders z_(i mod n)
     ref_stats, gen_stats = statistic_columns(ref_t), statistic_columns(gen_t)
     run = RunInfo(str(run_dir.resolve()), str(emulator.source), int(emulator.step))
     results = []
@@ -235,7 +244,8 @@ def _judge_all(emulator: Emulator, cfg: Config, run_dir: Path, ref_table: Path, 
         results.append(CosmologyResult([float(v) for v in point], category, summary, names=names))
     _interpolation(results, support, points, ref_stats["power_spectrum"], ref_of, gen_stats["power_spectrum"],
                    gen_of)
-    responses = _responses(results, names, points, ref_stats, ref_of, gen_stats, gen_of, cfg.validation)
+    responses = _responses(results, names, points, (ref_stats, ref_of, ref_real), (gen_stats, gen_of, gen_real),
+                           cfg.validation)
     return ConditionalSummary(list(names), support.to_dict(), n_maps, results, responses, run)
 
 
@@ -264,8 +274,10 @@ def _interpolation(results, support: ParamSupport, points, ref_ps, ref_of, gen_p
                                         chi2(ref_ps[ref_of == t].mean(0)))
 
 
-def _responses(results, names, points, ref_stats, ref_of, gen_stats, gen_of, vc) -> list[Response]:
-    """Every pair of non-training cosmologies that differ in exactly one parameter."""
+def _responses(results, names, points, ref, gen, vc) -> list[Response]:
+    """Every pair of non-training cosmologies that differ in exactly one parameter. ref, gen:
+    (statistic columns, each row's cosmology, each row's realisation or None) per side."""
+    (ref_stats, ref_of, _), (gen_stats, gen_of, _) = ref, gen
     out = []
     candidates = [c for c, r in enumerate(results) if r.category in ("held-out", "edge")]
     for i, a in enumerate(candidates):
@@ -277,7 +289,7 @@ def _responses(results, names, points, ref_stats, ref_of, gen_stats, gen_of, vc)
             samples = [x["power_spectrum"][of == k] for x, of in ((ref_stats, ref_of), (gen_stats, gen_of))
                        for k in (lo, hi)]
             ps, ps_gen = [x.mean(0) for x in samples[:2]], [x.mean(0) for x in samples[2:]]
-            noise = np.sqrt(sum((x.std(0, ddof=1) / np.sqrt(len(x)) / x.mean(0)) ** 2 for x in samples))
+            noise = np.sqrt(sum(_ratio_variance(side, lo, hi) for side in (ref, gen)))
             pk = [ref_stats["peaks"][ref_of == k].mean(0) for k in (lo, hi)]
             pk_gen = [gen_stats["peaks"][gen_of == k].mean(0) for k in (lo, hi)]
             ps_ref_ratio, ps_emu_ratio = ps[1] / ps[0], ps_gen[1] / ps_gen[0]
@@ -292,6 +304,22 @@ def _responses(results, names, points, ref_stats, ref_of, gen_stats, gen_of, vc)
                 float(ps_err.max()), float(pk_err.max()) if pk_err.size else None, vc.response_max_rel_err,
                 noise.tolist(), float(noise[int(np.argmax(ps_err))])))
     return out
+
+
+def _ratio_variance(side, lo: int, hi: int) -> np.ndarray:
+    """The relative variance per ell bin of mean_hi / mean_lo of one side's power spectra,
+    to first order: over matched pairs (the rows of the two cosmologies that drew the same
+    realisation) when the side has them, else as two independent means."""
+    stats, of, real = side
+    x_lo, x_hi = stats["power_spectrum"][of == lo], stats["power_spectrum"][of == hi]
+    m_lo, m_hi = x_lo.mean(0), x_hi.mean(0)
+    if real is not None:
+        r_lo, r_hi = real[of == lo], real[of == hi]
+        common, i_lo, i_hi = np.intersect1d(r_lo, r_hi, return_indices=True)
+        if len(common) > 1:
+            d = x_hi[i_hi] / m_hi - x_lo[i_lo] / m_lo
+            return d.var(0, ddof=1) / len(common)
+    return sum((x.std(0, ddof=1) / m) ** 2 / len(x) for x, m in ((x_lo, m_lo), (x_hi, m_hi)))
 
 
 def _nan_to_none(a: np.ndarray) -> list[float | None]:

@@ -1,7 +1,7 @@
 """generate: a dataset of maps from a trained generator, in the format make-data writes.
 
 Map i is the Emulator's map i of the stream generate.seed (pipeline/emulator.py): G(z_i)
-with z_i seeded by (generate.seed, i), G the checkpoint's moving average of the
+with z_i seeded by (generate.seed, i) (or by i mod latent_period: see generate), G the checkpoint's moving average of the
 generator's weights when it has one (train.ema_decay), in eval mode, mapped back to
 kappa by the run's pixel transform. Batches start at fixed offsets within fixed shards,
 so the output is the same (bit for bit on CPU) for any number of ranks.
@@ -22,7 +22,8 @@ from pipeline.errors import DataError
 
 
 def generate(emulator: Emulator, cfg: Config, n_maps: int, out_dir: str | Path, run_dir: str | Path,
-             progress: bool = True, params=None, allow_extrapolation: bool = False) -> Manifest:
+             progress: bool = True, params=None, allow_extrapolation: bool = False,
+             latent_period: int | None = None) -> Manifest:
     """Write n_maps maps of ``emulator`` to out_dir with the generate section of ``cfg``
     (seed, batch and shard sizes: stage settings, see pipeline/validate/validate.py).
 
@@ -30,7 +31,9 @@ def generate(emulator: Emulator, cfg: Config, n_maps: int, out_dir: str | Path, 
     maps are made at, recorded as each map's parameters: one row (P,) for every map, or one
     row per map (n_maps, P) (``--like``: a dataset's design mirrored); None for an
     unconditional run. Parameters outside the training support are refused unless
-    allow_extrapolation.
+    allow_extrapolation. latent_period: map i renders z_(i mod latent_period) instead of
+    z_i, so that every block of that many maps (one cosmology each, in validate) sees the
+    same noise, and ratios between the blocks little of its sample variance.
     """
     if n_maps <= 0:
         raise DataError(f"--n must be positive, got {n_maps}")
@@ -49,15 +52,19 @@ def generate(emulator: Emulator, cfg: Config, n_maps: int, out_dir: str | Path, 
         out=Path(out_dir), n_maps=n_maps, shard_size=gen_cfg.shard_size, map_shape=(size, size),
         side_angle_deg=emulator.side_angle_deg, param_names=names, design=design,
         recipe={"checkpoint_sha256": file_sha256(emulator.source), "generate": cfg.to_dict()["generate"],
-                "n_maps": n_maps, **requested},
+                "n_maps": n_maps, **requested, **({"latent_period": latent_period} if latent_period else {})},
         provenance={"generator": "pipeline.models.Generator", "run": str(Path(run_dir).resolve()),
                     "checkpoint": str(emulator.source), "step": emulator.step, "weights": emulator.weights,
-                    "seed_words": "(generate.seed, map_index)"})
+                    "seed_words": (f"(generate.seed, map_index % {latent_period})" if latent_period
+                                   else "(generate.seed, map_index)")})
 
     def produce(first: int, count: int):
         block = rows[first:first + count]
-        maps = emulator.sample(count, block if names else None, seed=gen_cfg.seed, batch_size=gen_cfg.batch_size,
-                               first_index=first, allow_extrapolation=True)  # checked above
+        indices = range(first, first + count)
+        if latent_period:
+            indices = [i % latent_period for i in indices]
+        maps = emulator.sample_indices(indices, block if names else None, seed=gen_cfg.seed,
+                                       batch_size=gen_cfg.batch_size, allow_extrapolation=True)  # checked above
         return maps, block.astype(np.float32)
 
     return write_sharded(plan, produce, block=gen_cfg.batch_size, desc="generate", progress=progress)

@@ -127,14 +127,16 @@ def _run(emulator: Emulator, cfg: Config, run_dir: Path, reference: Path, ref_ma
 
 
 def generate_and_measure(emulator: Emulator, cfg: Config, run_dir: Path, reference: Path, ref_manifest, n_maps: int,
-                         out: Path, stats_cache, progress: bool, params=None) -> tuple[Path, Path, Path]:
+                         out: Path, stats_cache, progress: bool, params=None,
+                         latent_period: int | None = None) -> tuple[Path, Path, Path]:
     """The stages validate and a conditional validation share: generate n_maps maps into
-    OUT/generated (at ``params``: one row per map, for a conditional run), then the
-    reference's statistics (cached) and the generated maps' on its bins. Returns (the
-    cache directory, the reference's table, the generated maps' table)."""
+    OUT/generated (at ``params``: one row per map, for a conditional run; latent_period as
+    generate's), then the reference's statistics (cached) and the generated maps' on its
+    bins. Returns (the cache directory, the reference's table, the generated maps' table)."""
     comm = world()
     generate(emulator, cfg, n_maps, out / "generated", run_dir, progress=progress, params=params,
-             allow_extrapolation=True)  # a conditional reference's cosmologies: validated wherever they are
+             allow_extrapolation=True,  # a conditional reference's cosmologies: validated wherever they are
+             latent_period=latent_period)
     cache = Path(stats_cache) if stats_cache else out / "stats"
     with rank_local_work(f"{out}: cannot write"):
         if comm.rank == 0:

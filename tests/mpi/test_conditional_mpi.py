@@ -159,6 +159,16 @@ def test_validate_judges_every_cosmology_alike_on_one_and_two_ranks(cond_run, co
     # each cosmology's tables hold that cosmology's maps only
     with h5py.File(one / "cosmologies" / "Omega_m=0.3_sigma_8=0.75" / "generated.h5") as f:
         np.testing.assert_allclose(f["params"][:], np.tile([0.3, 0.75], (16, 1)), rtol=1e-6)
+    # every cosmology renders the same 16 z's: generated map c * 16 + j is z_j at cosmology c
+    from pipeline.data.loader import MapDataset
+    from pipeline.emulator import Emulator
+
+    emulator = Emulator.load(cond_run)
+    maps, params = MapDataset(one / "generated").read(np.array([3, 16 + 3, 6 * 16 + 3]))
+    for m, p in zip(maps, params):  # to float rounding: a batch of 16 there, of one here
+        want, other = emulator.sample_indices([3, 4], np.tile(p.astype(np.float64), (2, 1)))
+        np.testing.assert_allclose(m, want, rtol=0, atol=1e-4 * want.std())
+        assert np.abs(m - other).max() > 0.1 * want.std()
 
 
 def test_a_cosmology_judged_with_the_physical_model_itself_passes_and_interpolates(cond_data, tmp_path):
@@ -183,16 +193,28 @@ def test_a_cosmology_judged_with_the_physical_model_itself_passes_and_interpolat
     held = [r for r in results if r.category != "training"]
     assert len(held) == 3 and all(r.interpolation.chi2_truth == 0 and r.interpolation.chi2_nearest > 0
                                   for r in held)
-    (response,) = _responses(results, ("Omega_m", "sigma_8"), points, s, which, s, which,
-                             load_config(TINY).validation)
+    vc = load_config(TINY).validation
+    (response,) = _responses(results, ("Omega_m", "sigma_8"), points, (s, which, None), (s, which, None), vc)
     assert response.ps_worst == 0 and response.passed
     assert np.nanmax(response.ps_ratio_reference) > 1  # more sigma_8, more power
     # the noise: four samples' relative standard errors in quadrature (here two, each twice)
-    lo_hi = [int(np.flatnonzero(np.all(np.isclose(points, p), 1))[0]) for p in (response.a, response.b)]
-    rel_se = [np.std(s["power_spectrum"][which == k], 0, ddof=1) / np.sqrt((which == k).sum())
-              / s["power_spectrum"][which == k].mean(0) for k in lo_hi]
+    lo, hi = [int(np.flatnonzero(np.all(np.isclose(points, p), 1))[0]) for p in (response.a, response.b)]
+    x_lo, x_hi = s["power_spectrum"][which == lo], s["power_spectrum"][which == hi]
+    rel_se = [np.std(x, 0, ddof=1) / np.sqrt(len(x)) / x.mean(0) for x in (x_lo, x_hi)]
     np.testing.assert_allclose(response.ps_noise, np.sqrt(2 * (rel_se[0] ** 2 + rel_se[1] ** 2)), rtol=1e-10)
     assert 0 < response.ps_worst_noise < 1
+    # matched realisations: the variance of each pair's difference of relative powers; here
+    # the rows of the two cosmologies paired in index order (as if they had drawn the same
+    # fields), and the emulator's side with the maps of hi as its own pairs of both
+    real = np.zeros(len(which), int)
+    for k in (lo, hi):
+        real[which == k] = np.arange((which == k).sum())
+    s2 = {**s, "power_spectrum": s["power_spectrum"].copy()}
+    s2["power_spectrum"][which == lo] = x_hi / 1.7  # the emulator: ratio 1.7 in every bin, exactly
+    (paired,) = _responses(results, ("Omega_m", "sigma_8"), points, (s, which, real), (s2, which, real), vc)
+    d = x_hi / x_hi.mean(0) - x_lo / x_lo.mean(0)
+    np.testing.assert_allclose(paired.ps_noise, np.sqrt(d.var(0, ddof=1) / len(d)), rtol=1e-10)
+    np.testing.assert_allclose(paired.ps_ratio_emulator, 1.7, rtol=1e-6)
 
 
 def test_validate_resumes_from_its_generated_maps(cond_run, cond_data, tmp_path):

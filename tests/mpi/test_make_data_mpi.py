@@ -82,3 +82,44 @@ def test_per_split_designs_are_rank_invariant_and_listed(tmp_path):
         params = data.read(np.arange(len(data)))[1]
         expected = np.array([points[i % len(points)] for i in range(len(data))], np.float32)
         np.testing.assert_array_equal(params, expected)
+
+
+def test_matched_seeds_draw_the_same_fields_at_every_cosmology(tmp_path):
+    """data.splits.test.matched_seeds: map i of the test split is realisation i // n_points
+    of the random fields at cosmology i % n_points (the physical model's own synthesis with
+    those seed words), the same bytes on 1 and 2 ranks, listed in the manifest; the other
+    splits, and the recipe of a split without it, are unchanged."""
+    import json
+
+    import numpy as np
+
+    from pipeline.config import load_config
+    from pipeline.data.loader import MapDataset
+    from pipeline.data.make_data import split_plan
+    from pipeline.physics import MapModel
+
+    base = [*DESIGNS, "--set", "data.n_test=21"]
+    matched = [*base, "--set", "data.splits.test.matched_seeds=true"]
+    one, two, plain = tmp_path / "one", tmp_path / "two", tmp_path / "plain"
+    for out, ranks, extra in ((one, 0, matched), (two, 2, matched), (plain, 0, base)):
+        run_cli("make-data", "--config", CONFIGS / "tiny.yaml", "--out", out, "--quiet", *extra, ranks=ranks,
+                check=True)
+    assert dataset_fingerprint(one) == dataset_fingerprint(two)
+    assert dataset_fingerprint(one / "train") == dataset_fingerprint(plain / "train")
+    design = json.loads((one / "test" / "manifest.json").read_text())["design"]
+    assert design["matched_seeds"] is True
+    assert json.loads((plain / "test" / "manifest.json").read_text())["design"]["matched_seeds"] is False
+
+    cfg = load_config(CONFIGS / "tiny.yaml", list(matched[1::2]))
+    points = [tuple(p) for p in design["points"]]
+    n = len(points)  # 7: five design points and two held-out
+    maps = MapDataset(one / "test").read(np.arange(21))[0]
+    model = MapModel(cfg.physics, cfg.cosmology)
+    for i in (0, 6, 7, 20):
+        want = model.synthesize(points[i % n], (cfg.data.seed, 2, i // n)).astype(np.float32)
+        np.testing.assert_array_equal(maps[i], want)
+    # one realisation at two cosmologies: the same fields (correlated), two realisations: not
+    corr = [np.corrcoef(maps[a].ravel(), maps[b].ravel())[0, 1] for a, b in ((0, 1), (0, n + 1))]
+    assert corr[0] > 0.8 and abs(corr[1]) < 0.3, corr
+    plain_cfg = load_config(CONFIGS / "tiny.yaml", list(base[1::2]))
+    assert "matched_seeds" not in split_plan(plain_cfg, plain, "test").recipe  # earlier datasets keep their digest

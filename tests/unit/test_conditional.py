@@ -177,6 +177,8 @@ def test_shipped_conditional_configs_hold_out_interior_and_edge_cosmologies(name
     cats = [support.category(p) for p in test]
     assert cats.count("training") == 25 and cats.count("held-out") == 4 and cats.count("edge") == 2
     assert cfg.model.condition_on == ["Omega_m", "sigma_8"]
+    # the test split's cosmologies share their fields (the response ratios), the training split's do not
+    assert cfg.data.splits.test.matched_seeds and not cfg.data.splits.train.matched_seeds
 
 
 def test_emulator_takes_params_by_name():
