@@ -133,6 +133,18 @@ class Response:
 
 
 @dataclass
+class Rows:
+    """One side's rows of statistics (the reference's or the emulator's): ``stats``, the
+    columns by statistic (n, bins); ``cosmology`` (n,), each row's cosmology; and
+    ``realisation`` (n,), the random fields or z each row drew where rows of different
+    cosmologies share them (None where every row drew its own)."""
+
+    stats: dict
+    cosmology: np.ndarray
+    realisation: np.ndarray | None = None
+
+
+@dataclass
 class ConditionalSummary:
     param_names: list[str]
     support: dict
@@ -244,8 +256,8 @@ def _judge_all(emulator: Emulator, cfg: Config, run_dir: Path, ref_table: Path, 
         results.append(CosmologyResult([float(v) for v in point], category, summary, names=names))
     _interpolation(results, support, points, ref_stats["power_spectrum"], ref_of, gen_stats["power_spectrum"],
                    gen_of)
-    responses = _responses(results, names, points, (ref_stats, ref_of, ref_real), (gen_stats, gen_of, gen_real),
-                           cfg.validation)
+    responses = _responses(results, names, points, Rows(ref_stats, ref_of, ref_real),
+                           Rows(gen_stats, gen_of, gen_real), cfg.validation)
     return ConditionalSummary(list(names), support.to_dict(), n_maps, results, responses, run)
 
 
@@ -274,10 +286,9 @@ def _interpolation(results, support: ParamSupport, points, ref_ps, ref_of, gen_p
                                         chi2(ref_ps[ref_of == t].mean(0)))
 
 
-def _responses(results, names, points, ref, gen, vc) -> list[Response]:
-    """Every pair of non-training cosmologies that differ in exactly one parameter. ref, gen:
-    (statistic columns, each row's cosmology, each row's realisation or None) per side."""
-    (ref_stats, ref_of, _), (gen_stats, gen_of, _) = ref, gen
+def _responses(results, names, points, ref: Rows, gen: Rows, vc) -> list[Response]:
+    """Every pair of non-training cosmologies that differ in exactly one parameter."""
+    ref_stats, ref_of, gen_stats, gen_of = ref.stats, ref.cosmology, gen.stats, gen.cosmology
     out = []
     candidates = [c for c, r in enumerate(results) if r.category in ("held-out", "edge")]
     for i, a in enumerate(candidates):
@@ -306,11 +317,11 @@ def _responses(results, names, points, ref, gen, vc) -> list[Response]:
     return out
 
 
-def _ratio_variance(side, lo: int, hi: int) -> np.ndarray:
+def _ratio_variance(side: Rows, lo: int, hi: int) -> np.ndarray:
     """The relative variance per ell bin of mean_hi / mean_lo of one side's power spectra,
     to first order: over matched pairs (the rows of the two cosmologies that drew the same
     realisation) when the side has them, else as two independent means."""
-    stats, of, real = side
+    stats, of, real = side.stats, side.cosmology, side.realisation
     x_lo, x_hi = stats["power_spectrum"][of == lo], stats["power_spectrum"][of == hi]
     m_lo, m_hi = x_lo.mean(0), x_hi.mean(0)
     if real is not None:

@@ -180,7 +180,7 @@ def test_a_cosmology_judged_with_the_physical_model_itself_passes_and_interpolat
     from pipeline.stats.table import read_table
     from pipeline.config import load_config
     from pipeline.models.conditioning import ParamSupport, distinct_rows
-    from pipeline.validate.conditional import CosmologyResult, _interpolation, _responses
+    from pipeline.validate.conditional import CosmologyResult, Rows, _interpolation, _responses
 
     table = tmp_path / "t.h5"
     compute_stats(cond_data / "test", table, load_config(TINY).stats, progress=False)
@@ -194,7 +194,7 @@ def test_a_cosmology_judged_with_the_physical_model_itself_passes_and_interpolat
     assert len(held) == 3 and all(r.interpolation.chi2_truth == 0 and r.interpolation.chi2_nearest > 0
                                   for r in held)
     vc = load_config(TINY).validation
-    (response,) = _responses(results, ("Omega_m", "sigma_8"), points, (s, which, None), (s, which, None), vc)
+    (response,) = _responses(results, ("Omega_m", "sigma_8"), points, Rows(s, which), Rows(s, which), vc)
     assert response.ps_worst == 0 and response.passed
     assert np.nanmax(response.ps_ratio_reference) > 1  # more sigma_8, more power
     # the noise: four samples' relative standard errors in quadrature (here two, each twice)
@@ -211,7 +211,8 @@ def test_a_cosmology_judged_with_the_physical_model_itself_passes_and_interpolat
         real[which == k] = np.arange((which == k).sum())
     s2 = {**s, "power_spectrum": s["power_spectrum"].copy()}
     s2["power_spectrum"][which == lo] = x_hi / 1.7  # the emulator: ratio 1.7 in every bin, exactly
-    (paired,) = _responses(results, ("Omega_m", "sigma_8"), points, (s, which, real), (s2, which, real), vc)
+    (paired,) = _responses(results, ("Omega_m", "sigma_8"), points, Rows(s, which, real), Rows(s2, which, real),
+                             vc)
     d = x_hi / x_hi.mean(0) - x_lo / x_lo.mean(0)
     np.testing.assert_allclose(paired.ps_noise, np.sqrt(d.var(0, ddof=1) / len(d)), rtol=1e-10)
     np.testing.assert_allclose(paired.ps_ratio_emulator, 1.7, rtol=1e-6)
