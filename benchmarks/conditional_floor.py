@@ -3,10 +3,13 @@
     python benchmarks/conditional_floor.py configs/conditional.yaml data/conditional OUT_DIR
 
 At every training cosmology, the mean statistics of its training maps against those of
-its test maps (512 a side in configs/conditional.yaml), judged as `validate` judges the
-emulator: the power spectrum's worst relative error over the ell bins, the first bin's
-error with its standard error, and the worst of the other statistics over peak. What a
-perfect emulator would score with that many maps. OUT_DIR keeps the two stats tables.
+its test maps, judged as `validate` judges the emulator: the power spectrum's worst
+relative error over the ell bins, the first bin's error with its standard error, and the
+worst of the other statistics over peak. What a perfect emulator would score with that
+many maps. configs/conditional.yaml has 512 training and 1,024 test maps per cosmology;
+for the floor of `validate --n 1024` (1,024 a side) make the data with
+`--set data.n_train=25600` (its first 12,800 training maps are the default's).
+OUT_DIR keeps the two stats tables.
 """
 
 from __future__ import annotations
