@@ -40,13 +40,15 @@ quickstart: install-base
 	    --out $(QUICKSTART_REPORT)
 
 # The cosmology emulator: 25 training cosmologies, G(z, Omega_m, sigma_8) on the CPU, and a
-# validation at 31 test cosmologies (25 training, 4 held-out, 2 on the edge), 1,024 maps each.
+# validation at 31 test cosmologies (25 training, 4 held-out, 2 on the edge), 1,024 maps each,
+# of the last checkpoint: best.pt, picked on 64 validation maps per cosmology, was as good or
+# worse in every run measured (docs/training-notes.md, C16).
 conditional: install-base
 	$(VENV)/bin/cosmogan make-data --config configs/conditional.yaml --out $(CONDITIONAL_DATA)
 	$(VENV)/bin/cosmogan verify-data $(CONDITIONAL_DATA)/train $(CONDITIONAL_DATA)/validation $(CONDITIONAL_DATA)/test
 	$(VENV)/bin/cosmogan train --config configs/conditional.yaml --data $(CONDITIONAL_DATA) --run $(CONDITIONAL_RUN)
 	$(VENV)/bin/mpirun -n 2 $(VENV)/bin/cosmogan validate --run $(CONDITIONAL_RUN) \
-	    --reference $(CONDITIONAL_DATA)/test --n 1024 --out $(CONDITIONAL_REPORT)
+	    --checkpoint last --reference $(CONDITIONAL_DATA)/test --n 1024 --out $(CONDITIONAL_REPORT)
 
 test: install
 	$(PY) -m pytest
