@@ -1,10 +1,11 @@
 """generate: a dataset of maps from a trained generator, in the format make-data writes.
 
 Map i is the Emulator's map i of the stream generate.seed (pipeline/emulator.py): G(z_i)
-with z_i seeded by (generate.seed, i) (or by i mod latent_period: see generate), G the checkpoint's moving average of the
-generator's weights when it has one (train.ema_decay), in eval mode, mapped back to
-kappa by the run's pixel transform. Batches start at fixed offsets within fixed shards,
-so the output is the same (bit for bit on CPU) for any number of ranks.
+with z_i seeded by (generate.seed, i) (or by i mod latent_period: see generate), G the
+checkpoint's moving average of the generator's weights when it has one
+(train.ema_decay), in eval mode, mapped back to kappa by the run's pixel transform.
+Batches start at fixed offsets within fixed shards, so the output is the same (bit for
+bit on CPU) for any number of ranks.
 """
 
 from __future__ import annotations
