@@ -42,7 +42,7 @@ quickstart: install-base
 # The cosmology emulator: 25 training cosmologies, G(z, Omega_m, sigma_8) on the CPU, and a
 # validation at 31 test cosmologies (25 training, 4 held-out, 2 on the edge), 1,024 maps each,
 # of the last checkpoint: best.pt, picked on 64 validation maps per cosmology, was as good or
-# worse in every run measured (docs/training-notes.md, C16).
+# worse in each of the four runs of this configuration measured (docs/training-notes.md, C16).
 conditional: install-base
 	$(VENV)/bin/cosmogan make-data --config configs/conditional.yaml --out $(CONDITIONAL_DATA)
 	$(VENV)/bin/cosmogan verify-data $(CONDITIONAL_DATA)/train $(CONDITIONAL_DATA)/validation $(CONDITIONAL_DATA)/test
