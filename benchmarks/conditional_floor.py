@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import load_config
+from pipeline.models.conditioning import rows_at
 from pipeline.stats.compare import compare_statistic, statistic_columns
 from pipeline.stats.fanout import compute_stats
 from pipeline.stats.table import read_table
@@ -38,7 +39,7 @@ def main(config: str, data: str, out: str) -> None:
     pt, pr = te.columns["params"], tr.columns["params"]
     worst, others = [], []
     for p in np.unique(pr, axis=0):
-        a, b = np.all(np.isclose(pt, p), 1), np.all(np.isclose(pr, p), 1)
+        a, b = rows_at(pt, p), rows_at(pr, p)
         res = {k: compare_statistic(cr[k][b], ct[k][a], k) for k in ct}
         ps = res["power_spectrum"]
         worst.append(abs(ps.worst_rel_diff))

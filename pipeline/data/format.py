@@ -61,10 +61,12 @@ class DesignRecord:
     spec: dict = field(default_factory=dict)
     matched_seeds: bool = False
 
-    def realisations(self, index: np.ndarray) -> np.ndarray | None:
-        """The realisation of the random fields each map index drew, where it is shared
-        between points (matched_seeds); None where every map drew its own."""
-        return np.asarray(index) // len(self.points) if self.matched_seeds else None
+    def realisations(self, index) -> np.ndarray:
+        """The realisation of the random fields each map index drew (int64, like index):
+        index // len(points) with matched_seeds (shared by every point), else the index
+        itself (each map its own, so no two cosmologies share one)."""
+        index = np.asarray(index, np.int64)
+        return index // len(self.points) if self.matched_seeds else index
 
 
 @dataclass

@@ -57,12 +57,6 @@ def split_plan(cfg: Config, out: Path, split: str) -> DatasetPlan:
                                                   else "(data.seed, split_number, map_index)")})
 
 
-def realisation(index: int, n_points: int | None) -> int:
-    """The random fields' realisation map ``index`` draws: its own, or with matched seeds
-    (n_points given) the one every cosmology of the split draws at that position."""
-    return index if n_points is None else index // n_points
-
-
 BLOCK = 16  # maps synthesised per call of produce (and held in memory at once)
 
 
@@ -123,12 +117,13 @@ def _write_splits(plans: list[DatasetPlan], model: MapModel, progress: bool) -> 
     for plan in plans:
         seed, split_number = plan.recipe["seed"], plan.recipe["split_number"]
         points = [tuple(p) for p in plan.recipe["points"]]
-        period = len(points) if plan.recipe.get("matched_seeds") else None
+        design = plan.design
 
         def produce(first: int, count: int):
             idx = range(first, first + count)
-            maps = np.stack([model.synthesize(points[i % len(points)], (seed, split_number, realisation(i, period)))
-                             for i in idx])
+            realisation = design.realisations(np.arange(first, first + count))
+            maps = np.stack([model.synthesize(points[i % len(points)], (seed, split_number, int(r)))
+                             for i, r in zip(idx, realisation)])
             params = np.array([points[i % len(points)] for i in idx], np.float32)
             return maps.astype(np.float32), params
 

@@ -136,8 +136,8 @@ class Response:
 class Rows:
     """One side's rows of statistics (the reference's or the emulator's): ``stats``, the
     columns by statistic (n, bins); ``cosmology`` (n,), each row's cosmology; and
-    ``realisation`` (n,), the random fields or z each row drew where rows of different
-    cosmologies share them (None where every row drew its own)."""
+    ``realisation`` (n,), the random fields or z each row drew, which rows of different
+    cosmologies share when their seeds were matched (None where unknown)."""
 
     stats: dict
     cosmology: np.ndarray
@@ -230,7 +230,8 @@ def _judge_all(emulator: Emulator, cfg: Config, run_dir: Path, ref_table: Path, 
     ref_t, gen_t = read_table(ref_table), read_table(gen_table)
     ref_of = which[ref_t.columns["index"]]             # each reference row's cosmology
     gen_of = gen_t.columns["index"] // n_maps          # generated map i is at cosmology i // n
-    # the realisation each row drew, where one is shared between cosmologies (None: none is)
+    # the realisation each row drew (shared between cosmologies with matched seeds; None for
+    # a reference without a design, e.g. imported maps)
     ref_real = ref_design.realisations(ref_t.columns["index"]) if ref_design is not None else None
     gen_real = gen_t.columns["index"] % n_maps        # ... and renders z_(i mod n)
     ref_stats, gen_stats = statistic_columns(ref_t), statistic_columns(gen_t)
