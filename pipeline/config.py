@@ -396,6 +396,9 @@ class TrainConfig:
     cosmology_spectral_weight: weight of the spectral term's per-cosmology part, the squared
     bias of each training cosmology's broadband power per ring (0 = off; aux_losses.py);
     cosmology_spectral_mean: that part judges the map mean (ring 0) too;
+    cosmology_spectral_scale: that part's amplitude, "log" (each map's log power ratio per
+    ring: matches the mean log power) or "linear" (the ratio: matches the mean power, which
+    the validation criteria judge; aux_losses.py);
     spectral_anisotropy_weight: weight of the spectral term's anisotropy part, each mode's
     log power ratio against its ring's mean, every mode alike (0 = off; aux_losses.py);
     cosmology_spectral_focus: that part pulls each map by a moving mean of its
@@ -451,6 +454,7 @@ class TrainConfig:
     spectral_weight: float = 0.0
     cosmology_spectral_weight: float = 0.0
     cosmology_spectral_mean: bool = False
+    cosmology_spectral_scale: Literal["log", "linear"] = "log"
     spectral_anisotropy_weight: float = 0.0
     cosmology_spectral_focus: float = 0.0
     distribution_weight: float = 0.0

@@ -56,6 +56,22 @@ independent given c), with no pull on the scatter of the amplitudes from map to 
 the square of one map's or one cosmology's deviation would shrink that scatter too,
 which the per-map distributions need kept.
 
+The log's mean is not the log of the mean: a generator whose per-map amplitudes scatter
+more than the physical model's, at the right mean log, has its mean power too high by
+about half the difference of the variances of x (too low where they scatter less). The
+mean power is what the validation criteria judge, and at the conditional runs' high-Omega_m
+cosmologies the fundamental ring's per-map scatter was 1.10-1.15x the physical model's
+with its mean power 6-11% high, ring 2's 0.88x with its mean 6% low (docs/training-notes.md,
+C18). With ``cosmology_scale="linear"`` (train.cosmology_spectral_scale) x_b,r is the
+ratio itself, mean over the ring's modes of (|F[kappa_b](k)|^2 + f_c) / (P_{c,s(k)} + f_c),
+and mu_{c,r} its mean over the training maps (~1). Each map's deviation enters as
+d_b,r = min(x_b,r / mu_{c,r} - 1, 4) with the gradient of log x_b,r: the pair term's value
+then estimates the squared relative bias of each cosmology's mean power per ring (the
+criteria's own quantity), each map is pulled by its partners' relative deviations (zero in
+expectation only when the mean power is right), and its own response stays scale-free as
+in the log form (the plain ratio's gradient grows with the map's power: at weight 200 that
+run's generator lost to its discriminator, C18).
+
 Two things make that term weak where one cell is biased (the fundamental ring at the
 design's low-Omega_m corner, 20% low, in docs/training-notes.md): every (cosmology, ring)
 cell weighs 1/(C R) of it, 1/800 for 25 cosmologies and 32 rings; and each map's
@@ -106,6 +122,12 @@ from pipeline.data.transforms import PixelTransform
 from pipeline.models.conditioning import nearest_points
 from pipeline.models.fourier import rfft_k2, rfft_rings
 
+#: The largest relative deviation of a map's ring power that the linear per-cosmology term
+#: counts (5x its cosmology's mean; none of configs/conditional.yaml's 12,800 training maps
+#: reaches it, the largest is 4.2x at ring 1): a generator's first steps sit far off the
+#: targets, and uncapped such maps drove the pair term to ~4e3 (C18).
+LINEAR_DEVIATION_CAP = 4.0
+
 #: Squared log bias below which the focus weighs cells alike: (5%)^2, half the 10%
 #: criterion; below it a cell's bias is within what a 512-map test split resolves.
 FOCUS_FLOOR = 0.05 ** 2
@@ -115,14 +137,19 @@ class SpectralLoss:
     def __init__(self, size: int, target_chunks: Iterable[np.ndarray], transform: PixelTransform,
                  device: torch.device, per_cosmology: list[Iterable[np.ndarray]] | None = None,
                  points: torch.Tensor | None = None, cosmology_mean: bool = False, focus: float = 0.0,
-                 pool: Callable[[torch.Tensor], torch.Tensor] | None = None):
+                 pool: Callable[[torch.Tensor], torch.Tensor] | None = None, cosmology_scale: str = "log"):
         """size: pixels per side N; target_chunks: training maps in kappa, as arrays (n_i, N, N),
         whose mean power per shell is the target; transform: the run's pixel transform.
         Conditional: per_cosmology, each training cosmology's chunks in place of
         target_chunks (give []), and points (C, P), those cosmologies' normalised parameters;
         cosmology_mean: the per-cosmology term judges ring 0 (the map mean) too; focus: the
         per-step decay of the moving means of the focused term (0: the pair term);
-        pool: sums a tensor over ranks (data-parallel training; None: one process)."""
+        pool: sums a tensor over ranks (data-parallel training; None: one process);
+        cosmology_scale: the per-cosmology term's amplitude, "log" (the log of each map's ring
+        power ratio) or "linear" (the ratio: the bias of the mean power)."""
+        if cosmology_scale not in ("log", "linear"):
+            raise ValueError(f"spectral loss: cosmology_scale must be 'log' or 'linear', got {cosmology_scale!r}")
+        self.cosmology_scale = cosmology_scale
         k2 = rfft_k2(size, device)
         self.keep = k2 <= (size // 2) ** 2  # the modes used, on the rfft2 grid, the mean (k = 0) included
         self.k2 = k2[self.keep]
@@ -222,13 +249,17 @@ class SpectralLoss:
         ring_of_shell[self.shell] = self.ring
         sums = torch.zeros(len(per_map), self.n_rings, device=per_map.device).index_add(
             1, ring_of_shell, ratio * self.counts)
-        return torch.log(sums / self.ring_counts).mean(0)
+        return self._amplitude(sums / self.ring_counts).mean(0)
+
+    def _amplitude(self, ring_ratio: torch.Tensor) -> torch.Tensor:
+        """x from each map's mean power ratio per ring: its log, or the ratio (cosmology_scale)."""
+        return torch.log(ring_ratio) if self.cosmology_scale == "log" else ring_ratio
 
     def ring_amplitude(self, kappa: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """x (B, R): the log of each map's mean power relative to its cosmology's target, per ring."""
+        """x (B, R): each map's mean power relative to its cosmology's target, per ring, or its log."""
         ratio = (self.map_mode_power(kappa) + self.floors[c, None]) / self.targets[c][:, self.shell]
         sums = torch.zeros(len(kappa), self.n_rings, device=kappa.device).index_add(1, self.ring, ratio)
-        return torch.log(sums / self.ring_counts)
+        return self._amplitude(sums / self.ring_counts)
 
     def cosmology_term(self, fake: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         """L_cosmo of the generated maps (B, 1, N, N) at their normalised params (B, P); 0 when
@@ -236,7 +267,14 @@ class SpectralLoss:
         kappa = self.transform.inverse(fake[:, 0].float())
         c = self.cosmology_of(params, len(fake))
         first = self.first_ring
-        d = self.ring_amplitude(kappa, c)[:, first:] - self.ring_mu[c][:, first:]
+        x, mu = self.ring_amplitude(kappa, c)[:, first:], self.ring_mu[c][:, first:]
+        if self.cosmology_scale == "linear":
+            # the value: each map's relative deviation of its ring power, capped; the gradient:
+            # its log's, so that a map's pull does not grow with its own brightness
+            log_x = torch.log(x)
+            d = (x / mu - 1).clamp(max=LINEAR_DEVIATION_CAP).detach() + (log_x - log_x.detach())
+        else:
+            d = x - mu
         if self.focus > 0:
             self._update_focus(d, c)
             bias = self.cell_bias()

@@ -251,6 +251,7 @@ def _spectral_loss(tc: TrainConfig, data: MapDataset, transform: PixelTransform,
     focus = tc.cosmology_spectral_focus if tc.cosmology_spectral_weight > 0 else 0.0
     return SpectralLoss(size, [], transform, backend.device, per_cosmology=per, points=points,
                         cosmology_mean=tc.cosmology_spectral_mean, focus=focus,
+                        cosmology_scale=tc.cosmology_spectral_scale,
                         pool=backend.sum if backend.world_size > 1 else None)
 
 

@@ -220,6 +220,36 @@ def test_cosmology_term_measures_each_cosmologys_amplitude_bias_not_its_scatter(
         load_config(None, ["train.fresh_params=true", "train.cosmology_spectral_weight=1"])
 
 
+def test_linear_cosmology_term_measures_the_mean_power_where_the_log_term_sees_the_scatter():
+    """Maps drawn like the targets, each map's power times w = exp(2 e), e ~ N(-s^2, s): the
+    mean power is the targets' (E[w] = 1) but the mean log power is 2 s^2 low. The log term
+    estimates that squared bias, (2 s^2)^2 at every ring; the linear term, the mean power's,
+    stays ~0. Its partner: 10% brighter maps (21% in power) at one cosmology of two cost the
+    linear term 0.21^2 in half the pairs."""
+    size, s = 16, 0.3
+    rng = np.random.default_rng(40)
+    low, high = scaled_noise(512, size, 0.01, 41), scaled_noise(512, size, 0.03, 42)
+    points = torch.tensor([[-1.0], [1.0]])
+    params = torch.tensor([[-1.0]] * 256 + [[1.0]] * 256)
+    right = np.concatenate([scaled_noise(256, size, 0.01, 43), scaled_noise(256, size, 0.03, 44)])
+    scattered = right * np.exp(rng.normal(-s * s, s, (512, 1, 1)))
+    bright = right.copy()
+    bright[256:] *= 1.1
+    terms = {}
+    for scale in ("log", "linear"):
+        loss = SpectralLoss(size, [], WIDE, torch.device("cpu"), per_cosmology=[[low], [high]], points=points,
+                            cosmology_scale=scale)
+        terms[scale] = [loss.cosmology_term(WIDE.forward(torch.from_numpy(m.astype(np.float32))[:, None]),
+                                            params).item() for m in (right, scattered, bright)]
+    assert abs(terms["log"][0]) < 0.002 and abs(terms["linear"][0]) < 0.002
+    assert terms["log"][1] == pytest.approx((2 * s * s) ** 2, rel=0.25)
+    assert abs(terms["linear"][1]) < 0.1 * (2 * s * s) ** 2
+    assert terms["linear"][2] == pytest.approx(0.5 * 0.21 ** 2, rel=0.25)
+    with pytest.raises(ValueError, match="cosmology_scale"):
+        SpectralLoss(size, [], WIDE, torch.device("cpu"), per_cosmology=[[low], [high]], points=points,
+                     cosmology_scale="sqrt")
+
+
 def test_cosmology_term_judges_the_map_mean_only_when_asked():
     """White-noise maps (per-map mean sd = amp / size) whose means scatter 4x too much at one
     cosmology of two (16x the ring-0 power, every other ring as the targets'): the term over
