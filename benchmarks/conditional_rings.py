@@ -49,7 +49,7 @@ def train_mode_maps(emulator, points: np.ndarray, batches: int) -> dict[int, np.
             c = rng.integers(0, len(points), 64)
             z = torch.stack([latent(9, b * 64 + i, emulator.z_dim) for i in range(64)])
             cond = emulator.support.normalise(torch.as_tensor(points[c], dtype=torch.float32))
-            kappa = emulator.transform.inverse(gen(z, cond).float())[:, 0].numpy()
+            kappa = emulator.transform.inverse(gen(z, cond).float(), cond)[:, 0].numpy()
             for i, ci in enumerate(c):
                 out[int(ci)].append(kappa[i])
     return {c: np.array(v) for c, v in out.items() if v}

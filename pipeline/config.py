@@ -365,12 +365,19 @@ class TransformConfig:
     pixels over much of tanh's range: at 0.05 the quickstart's dark tail (-2 sigma to its
     floor near -3 sigma) took 0.44 of it against 0.08 for +2..+3 sigma, and G compressed
     that tail; configs/quickstart.yaml sets 0.5 (docs/training-notes.md, v1m5_s0).
+    per_cosmology (conditional runs): shift and scale are smooth functions of the
+    parameters instead, polynomials of ``degree`` in the normalised parameters fitted to
+    log(-min kappa) and log median(kappa + shift) of fit_maps maps of each training
+    cosmology (pipeline/data/transforms.py, ConditionalPixelTransform), so that every
+    cosmology's maps span a like part of tanh's range.
     """
 
     shift: Union[Literal["auto"], float] = "auto"
     scale: Union[Literal["auto"], float] = "auto"
     margin: float = 0.05
     fit_maps: int = 256
+    per_cosmology: bool = False
+    degree: int = 2
 
     def validate(self, where: str) -> None:
         for name in ("shift", "scale"):
@@ -378,6 +385,10 @@ class TransformConfig:
                 _positive(getattr(self, name), f"{where}.{name}")
         _non_negative(self.margin, f"{where}.margin")
         _positive(self.fit_maps, f"{where}.fit_maps")
+        _non_negative(self.degree, f"{where}.degree")
+        if self.per_cosmology and (self.shift != "auto" or self.scale != "auto"):
+            raise ConfigError(f"{where}.per_cosmology: shift and scale are fitted per cosmology; leave "
+                              f"{where}.shift and {where}.scale at 'auto'")
 
 
 @dataclass
@@ -654,6 +665,9 @@ class Config:
     def validate(self) -> "Config":
         for f in dataclasses.fields(self):
             getattr(self, f.name).validate(f.name)
+        if self.transform.per_cosmology and not self.model.condition_on:
+            raise ConfigError("transform.per_cosmology: needs a conditional model (model.condition_on); an "
+                              "unconditional run has one cosmology")
         for split in ("train", "validation", "test"):
             if self.cosmology.Omega_b >= min(p[0] for p in self.split_points(split)):
                 raise ConfigError(f"cosmology.Omega_b: must be below every Omega_m of the {split} split's "

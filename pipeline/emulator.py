@@ -154,8 +154,9 @@ class Emulator:
             with torch.no_grad(), self.autocast:
                 for start in range(0, n, batch_size):
                     sl = slice(start, start + batch_size)
-                    y = gen(z[sl].to(self.device), cond[sl].to(self.device)).float()
-                    out.append(self.transform.inverse(y)[:, 0].cpu().numpy().astype(np.float32, copy=False))
+                    c = cond[sl].to(self.device)
+                    y = gen(z[sl].to(self.device), c).float()
+                    out.append(self.transform.inverse(y, c)[:, 0].cpu().numpy().astype(np.float32, copy=False))
         finally:
             gen.train(was_training)
         h = self.map_size

@@ -264,7 +264,7 @@ class SpectralLoss:
     def cosmology_term(self, fake: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         """L_cosmo of the generated maps (B, 1, N, N) at their normalised params (B, P); 0 when
         no two maps of the batch share a cosmology."""
-        kappa = self.transform.inverse(fake[:, 0].float())
+        kappa = self.transform.inverse(fake[:, 0].float(), params)
         c = self.cosmology_of(params, len(fake))
         first = self.first_ring
         x, mu = self.ring_amplitude(kappa, c)[:, first:], self.ring_mu[c][:, first:]
@@ -305,7 +305,7 @@ class SpectralLoss:
         """The log ratio (M,) of the batch's mean power to the target at each mode used.
         fake: generated maps (B, 1, N, N) as the generator makes them (transformed); params:
         their normalised parameters (B, P) (conditional runs)."""
-        kappa = self.transform.inverse(fake[:, 0].float())
+        kappa = self.transform.inverse(fake[:, 0].float(), params)
         if self.points is None or len(self.points) == 1:  # one target: the mean power, then the ratio
             return torch.log(self.mode_power(kappa) + self.floor) - self.log_target[self.shell]
         c = self.cosmology_of(params, len(fake))

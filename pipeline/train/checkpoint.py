@@ -24,7 +24,7 @@ import torch
 
 from pipeline.config import Config, config_from_dict
 from pipeline.data.format import atomic_path
-from pipeline.data.transforms import PixelTransform
+from pipeline.data.transforms import ConditionalPixelTransform, PixelTransform, transform_from_state
 from pipeline.errors import ConfigError, DataError
 from pipeline.models.args import ModelArgs
 from pipeline.models.conditioning import ParamSupport
@@ -44,7 +44,7 @@ class Checkpoint:
     step: int
     config: Config
     model_args: ModelArgs
-    transform: PixelTransform
+    transform: PixelTransform | ConditionalPixelTransform
     support: ParamSupport
     side_angle_deg: float
     train_manifest_digest: str
@@ -81,7 +81,7 @@ class Checkpoint:
             config = config_from_dict(d["config"])
             return cls(step=int(d["step"]), config=config,
                        model_args=ModelArgs.from_dict(d["model_args"], f"{path}: model_args"),
-                       transform=PixelTransform.from_state_dict(d["transform"]),
+                       transform=transform_from_state(d["transform"]),
                        support=ParamSupport.from_dict(d["conditioning"], f"{path}: conditioning"),
                        side_angle_deg=float(d["data"]["side_angle_deg"]),
                        train_manifest_digest=str(d["data"]["train_manifest_digest"]),

@@ -223,7 +223,7 @@ class PerMapDistributionLoss:
         if len(fake) < 2:
             raise ValueError("per-map distribution term: needs a batch of at least 2 maps")
         c = self.cosmology_of(params, len(fake))
-        return self._standardise(self.summaries(self.transform.inverse(fake[:, 0].float()), c), c)
+        return self._standardise(self.summaries(self.transform.inverse(fake[:, 0].float(), params), c), c)
 
     def distances(self, fake: torch.Tensor, params: torch.Tensor | None = None) -> torch.Tensor:
         """The energy distance per summary (K,) of generated maps (B, 1, N, N) from the bank

@@ -91,10 +91,12 @@ class Trainer:
         self.args = ModelArgs.from_config(cfg.model, self.data.map_size)
         self.checkpointer = Checkpointer(self.run_dir, tc.checkpoint_every, tc.keep_checkpoints, tc.steps)
         resume = self._newest_checkpoint()
-        # the pixel transform is fitted across every cosmology; a conditional run's support
-        # spans the training split's parameters (an unconditional run's is empty: (B, 0) values)
-        self.transform = resume.transform if resume else setup.fit_transform(cfg, self.data.loader.data)
+        # a conditional run's support spans the training split's parameters (an unconditional
+        # run's is empty: (B, 0) values); the pixel transform is fitted across every cosmology,
+        # or per cosmology over that support (transform.per_cosmology)
         self.support = resume.support if resume else setup.fit_support(self.args, self.data.loader.data)
+        self.transform = resume.transform if resume else setup.fit_transform(cfg, self.data.loader.data,
+                                                                             self.support)
 
         self.memory_format = torch.channels_last if tc.channels_last else torch.contiguous_format
         self.gen, self.disc = setup.build_networks(self.args, tc, backend, self.memory_format)
@@ -281,10 +283,10 @@ class Trainer:
         """One GAN step on a loader batch; the ranks' mean metrics. Stops on non-finite losses."""
         tc, backend = self.cfg.train, self.backend
         self._set_learning_rates()
-        real = self.transform.forward(batch["maps"]).to(backend.device, non_blocking=True)
-        real = real.contiguous(memory_format=self.memory_format)
         params = self.support.normalise(self.support.select(self.data.loader.data.manifest.param_names,
                                                             batch["params"], "training data"))
+        real = self.transform.forward(batch["maps"], params).to(backend.device, non_blocking=True)
+        real = real.contiguous(memory_format=self.memory_format)
         noise = StepNoise.draw(seed_from(tc.seed, setup.STEP_NOISE, backend.rank, self.progress.step),
                                len(real), self.args.z_dim, tc.label_flip, real_params=params,
                                fresh_params=tc.fresh_params)

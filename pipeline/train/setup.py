@@ -16,7 +16,7 @@ import torch
 
 from pipeline.config import Config, TrainConfig
 from pipeline.data.loader import MapDataset, ShardedLoader
-from pipeline.data.transforms import PixelTransform
+from pipeline.data.transforms import ConditionalPixelTransform, PixelTransform, TransformError
 from pipeline.errors import ConfigError, DataError
 from pipeline.models.args import ModelArgs
 from pipeline.models.conditioning import ParamSupport, distinct_rows
@@ -119,10 +119,20 @@ def fit_support(args: ModelArgs, data: MapDataset) -> ParamSupport:
     return support
 
 
-def fit_transform(cfg: Config, data: MapDataset) -> PixelTransform:
-    """The pixel transform, fitted on transform.fit_maps maps drawn from the whole split."""
-    maps = np.concatenate(list(read_sample(data, cfg.transform.fit_maps, seed_from(cfg.train.seed, FIT_SAMPLE))))
-    return PixelTransform.fit(maps, cfg.transform)
+def fit_transform(cfg: Config, data: MapDataset, support: ParamSupport) -> PixelTransform | ConditionalPixelTransform:
+    """The pixel transform, fitted on transform.fit_maps maps drawn from the whole split; with
+    transform.per_cosmology, on fit_maps maps of each training cosmology."""
+    seed = seed_from(cfg.train.seed, FIT_SAMPLE)
+    if not cfg.transform.per_cosmology:
+        return PixelTransform.fit(np.concatenate(list(read_sample(data, cfg.transform.fit_maps, seed))), cfg.transform)
+    cosmologies = split_cosmologies(data, support)
+    samples = [np.concatenate(list(read_sample(data, cfg.transform.fit_maps, seed, among=cosmologies.members(c))))
+               for c in range(len(cosmologies.points))]
+    points = support.normalise(torch.as_tensor(cosmologies.points, dtype=torch.float64)).numpy()
+    try:
+        return ConditionalPixelTransform.fit(samples, points, cfg.transform)
+    except TransformError as e:
+        raise DataError(f"{data.root}: {e}") from None
 
 
 def build_networks(args: ModelArgs, tc: TrainConfig, backend: Backend, memory_format):

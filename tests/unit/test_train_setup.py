@@ -6,6 +6,7 @@ from pipeline.config import load_config
 from pipeline.data.importers import import_maps
 from pipeline.data.loader import MapDataset
 from pipeline.data.transforms import PixelTransform
+from pipeline.models.conditioning import ParamSupport
 from pipeline.train.setup import FIT_SAMPLE, fit_transform, sample_indices, seed_from
 
 
@@ -28,7 +29,7 @@ def test_transform_of_a_dataset_written_in_parameter_order_sees_every_cosmology(
     import_maps(np.load(tmp_path / "x.npy"), tmp_path / "train", 1.0, tmp_path / "x.npy", progress=False)
     data = MapDataset(tmp_path / "train")
     cfg = load_config(None, ["transform.fit_maps=64", "train.seed=3"])
-    fitted = fit_transform(cfg, data)
+    fitted = fit_transform(cfg, data, ParamSupport())
     sample = maps.astype(np.float32)[sample_indices(600, 64, seed_from(3, FIT_SAMPLE))]
     assert fitted == PixelTransform.fit(sample, cfg.transform)
     assert fitted.shift > 0.045 * 1.05  # set by a deep map's void, not by the first cosmology's -0.01
