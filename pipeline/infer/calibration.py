@@ -9,10 +9,15 @@ posterior standard deviation (its mean over surveys, and that mean's standard er
 fraction of surveys whose 68% and 95% intervals cover the truth, and the ratio of posterior
 widths emulator / physical model (the median over surveys). Targets (docs/inference.md):
 |bias| <= 0.3 sigma, 68% coverage in [0.58, 0.78], widths within 20% of the physical model's.
+Beside them, Fisher forecasts at each truth (pipeline/infer/fisher.py) with every simulator's
+mean paired with every simulator's covariance, for the statistics together and each alone:
+they say whether an emulator's wider posterior comes from its mean's response to the
+parameters or from its maps' scatter, and which statistic carries the difference.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +27,7 @@ import numpy as np
 from pipeline.data.format import atomic_write_bytes
 from pipeline.data.loader import MapDataset
 from pipeline.errors import DataError
+from pipeline.infer.fisher import FisherForecast, forecasts
 from pipeline.infer.infer import Solver, prepare, with_simulations
 from pipeline.infer.posterior import grid_summary
 from pipeline.models.conditioning import distinct_rows, rows_at
@@ -98,8 +104,8 @@ def calibrate(run_dir, reference, out_dir, checkpoint: str | None = None, config
             rows[c] = idx[:surveys * n_obs].reshape(surveys, n_obs)
 
         def work(tables):
-            results = _calibrate(setup, tables, data, points, rows, progress)
-            _write(out, results, setup, surveys, n_obs, str(reference), scatter_ratios(tables))
+            results, fishers = _calibrate(setup, tables, data, points, rows, progress)
+            _write(out, results, fishers, setup, surveys, n_obs, str(reference), scatter_ratios(tables))
             return results
 
         return with_simulations(setup, out, "infer-calibration", progress, work)
@@ -107,12 +113,13 @@ def calibrate(run_dir, reference, out_dir, checkpoint: str | None = None, config
         data.close()
 
 
-def _calibrate(setup, tables, data, points, rows, progress: bool) -> list[CosmologyCalibration]:
+def _calibrate(setup, tables, data, points, rows, progress: bool) -> tuple[list[CosmologyCalibration],
+                                                                          list[FisherForecast]]:
     bar = progress_bar(sum(len(b) for b in rows.values()) * len(tables), "surveys", progress, unit="survey")
     solvers = {name: Solver(setup.sims[name], t, setup.cfg, name) for name, t in tables.items()}
     spec = next(iter(tables.values())).spec
     names = setup.support.names
-    results = []
+    results, fishers = [], []
     for c, blocks in rows.items():
         truth = points[c]
         maps, _ = data.read(blocks.ravel())
@@ -135,8 +142,19 @@ def _calibrate(setup, tables, data, points, rows, progress: bool) -> list[Cosmol
                 np.mean([s.covers(68) for s in sums], axis=0).tolist(),
                 np.mean([s.covers(95) for s in sums], axis=0).tolist(),
                 np.median([s.std for s in sums], axis=0).tolist(), ratio))
+        fishers += truth_forecasts(solvers, tables, truth, blocks.shape[1])
     bar.close()
-    return results
+    return results, fishers
+
+
+def truth_forecasts(solvers: dict, tables, truth: np.ndarray, n_obs: int) -> list[FisherForecast]:
+    """Fisher forecasts at the truth for the chosen statistics together and each alone, every
+    simulator's mean with every simulator's covariance (its maps at the grid node nearest the
+    truth, as a best-fit covariance would draw them)."""
+    statistics = next(iter(tables.values())).spec.statistics
+    groups = [tuple(statistics)] + ([(s,) for s in statistics] if len(statistics) > 1 else [])
+    covariances = {name: solver.vectors_at(solver.nearest_node(truth)) for name, solver in solvers.items()}
+    return forecasts(tables, covariances, truth, n_obs, groups)
 
 
 def scatter_ratios(tables) -> dict[str, float] | None:
@@ -155,17 +173,20 @@ def _label(names, point) -> str:
     return ",".join(f"{n}={v:.4g}" for n, v in zip(names, point))
 
 
-def _write(out: Path, results, setup, surveys: int, n_obs: int, reference: str, ratios) -> None:
+def _write(out: Path, results, fishers: list[FisherForecast], setup, surveys: int, n_obs: int, reference: str,
+           ratios) -> None:
     names = setup.support.names
     doc = {"reference": reference, "surveys": surveys, "n_obs": n_obs, "statistics": list(setup.cfg.infer.statistics),
            "likelihood": setup.cfg.infer.likelihood, "covariance": setup.cfg.infer.covariance, "grid": setup.cfg.infer.grid, "n_sim": setup.cfg.infer.n_sim,
            "n_cov": setup.cfg.infer.n_cov, "targets": {"bias_max": BIAS_MAX, "coverage68": list(COVERAGE68),
                                                        "width_ratio_max_dev": WIDTH_RATIO_MAX_DEV},
-           "results": [dict(r.__dict__, passed=r.passed()) for r in results], "scatter_ratio_at_fiducial": ratios}
+           "results": [dict(r.__dict__, passed=r.passed()) for r in results], "scatter_ratio_at_fiducial": ratios,
+           "fisher": [dataclasses.asdict(f) for f in fishers]}
     text = markdown(results, names, surveys, n_obs)
     if ratios:
         text += ("\nPer-map scatter at the fiducial point, emulator / physical model (median over bins): "
                  + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()) + ".\n")
+    text += fisher_markdown(fishers, names, n_obs)
     atomic_write_bytes(out / "calibration.json", json.dumps(doc, indent=1).encode())
     atomic_write_bytes(out / "calibration.md", text.encode())
 
@@ -186,5 +207,29 @@ def markdown(results, names, surveys: int, n_obs: int) -> str:
         cells += [f"{s:.4f}" for s in r.std]
         cells += [f"{w:.2f}" for w in r.width_ratio] if r.width_ratio else ["—"] * len(names)
         cells.append("yes" if r.passed() else "no")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def fisher_markdown(fishers: list[FisherForecast], names, n_obs: int) -> str:
+    """The forecasts as one table: per cosmology and group of statistics, the physical model's
+    widths, the emulator's mean with the physical model's covariance, and the emulator's own."""
+    pick = {(tuple(f.point), f.statistics, f.mean_from, f.covariance_from): f.std for f in fishers}
+    columns = [("physics", "physics", "physics"), ("emulator", "physics", "emulator mean, physics covariance"),
+               ("emulator", "emulator", "emulator")]
+    columns = [c for c in columns if any(k[2:] == c[:2] for k in pick)]
+    if not columns:
+        return ""
+    head = ["cosmology", "statistics"] + [f"{label}: σ {n}" for *_, label in columns for n in names]
+    lines = ["", f"Fisher forecasts at the truth, {n_obs} maps (the Cramér-Rao widths of the mean's response "
+             "through each covariance, at the grid node nearest the truth). Where the emulator's mean with the "
+             "physical model's covariance is as wide as the emulator's own, its posterior is wide because its "
+             "mean responds less to the parameters, not because its maps scatter more.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for point, group in dict.fromkeys((k[0], k[1]) for k in pick):
+        cells = [_label(names, point), "+".join(group)]
+        for mean_from, cov_from, _ in columns:
+            std = pick.get((point, group, mean_from, cov_from))
+            cells += [f"{v:.4f}" for v in std] if std else ["—"] * len(names)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -80,19 +80,32 @@ class Solver:
         self.sim, self.table, self.ic, self.where = sim, table, cfg.infer, where
         self.fiducial = self._surface(table.fiducial_vectors, "fiducial")
         self._at: dict[tuple[int, ...], LikelihoodSurface] = {}
+        self._vectors: dict[tuple[int, ...], np.ndarray] = {}
 
     def _surface(self, vectors: np.ndarray, what: str) -> LikelihoodSurface:
         like = Likelihood.from_vectors(vectors, self.table.n_sim, self.ic.likelihood, f"{self.where} ({what})")
         return LikelihoodSurface(self.table.axes.values, self.table.means, like, self.ic.refine)
 
+    def node_point(self, node: tuple[int, ...]) -> np.ndarray:
+        return np.array([v[i] for v, i in zip(self.table.axes.values, node)])
+
+    def nearest_node(self, point) -> tuple[int, ...]:
+        """The grid node nearest ``point`` (P,), parameter by parameter."""
+        return tuple(int(np.argmin(np.abs(np.asarray(v) - p))) for v, p in zip(self.table.axes.values, point))
+
+    def vectors_at(self, node: tuple[int, ...]) -> np.ndarray:
+        """The data vectors (n_cov, d) of n_cov maps drawn at a grid node (map indices n_sim ..)."""
+        if node not in self._vectors:
+            point, t = self.node_point(node), self.table
+            self._vectors[node] = np.concatenate([
+                t.spec.measure(self.sim.maps(point, min(COV_CHUNK, t.n_cov - s), t.seed, t.n_sim + s))
+                for s in range(0, t.n_cov, COV_CHUNK)])
+        return self._vectors[node]
+
     def surface_at(self, node: tuple[int, ...]) -> LikelihoodSurface:
         if node not in self._at:
-            point = np.array([v[i] for v, i in zip(self.table.axes.values, node)])
-            t, spec = self.table, self.table.spec
-            vectors = np.concatenate([spec.measure(self.sim.maps(point, min(COV_CHUNK, t.n_cov - s), t.seed,
-                                                                 t.n_sim + s))
-                                      for s in range(0, t.n_cov, COV_CHUNK)])
-            self._at[node] = self._surface(vectors, "covariance at " + ", ".join(f"{v:.4g}" for v in point))
+            where = "covariance at " + ", ".join(f"{v:.4g}" for v in self.node_point(node))
+            self._at[node] = self._surface(self.vectors_at(node), where)
         return self._at[node]
 
     def solve(self, x: np.ndarray, n_obs: int) -> tuple[LikelihoodSurface, np.ndarray, np.ndarray]:
@@ -101,10 +114,8 @@ class Solver:
         lp = surface.log_posterior(x, n_obs)
         if self.ic.covariance == "best-fit":
             best = np.unravel_index(int(np.argmax(lp)), lp.shape)
-            node = tuple(int(np.argmin(np.abs(np.asarray(v) - a[i])))
-                         for v, a, i in zip(self.table.axes.values, surface.axes, best))
-            surface = self.surface_at(node)
-            point = np.array([v[i] for v, i in zip(self.table.axes.values, node)])
+            node = self.nearest_node([a[i] for a, i in zip(surface.axes, best)])
+            surface, point = self.surface_at(node), self.node_point(node)
             lp = surface.log_posterior(x, n_obs)
         return surface, lp, point
 

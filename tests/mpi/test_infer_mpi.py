@@ -240,6 +240,15 @@ def test_calibration_over_mock_surveys(cond_run, cond_data, tmp_path):  # noqa: 
     ratios = doc["scatter_ratio_at_fiducial"]
     assert set(ratios) == {"power_spectrum", "peaks", "V0", "V1", "V2"} and all(r > 0 for r in ratios.values())
     assert proc.stdout.count("infer-calibration: [") == 4
+    # Fisher forecasts at each truth: the five statistics together and each alone, every pairing
+    # of the two simulators' means and covariances
+    fishers = doc["fisher"]
+    assert len(fishers) == 2 * 6 * 4
+    assert {(f["mean_from"], f["covariance_from"]) for f in fishers} == {
+        (m, c) for m in ("emulator", "physics") for c in ("emulator", "physics")}
+    together = [f for f in fishers if len(f["statistics"]) == 5]
+    assert len(together) == 8 and all(f["std"] and all(v > 0 for v in f["std"]) for f in together)
+    assert "Fisher forecasts at the truth, 4 maps" in (out / "calibration.md").read_text()
 
 
 def test_calibration_needs_enough_maps(cond_run, cond_data, tmp_path):  # noqa: F811

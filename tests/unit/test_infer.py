@@ -113,3 +113,61 @@ def test_the_mean_noise_in_posterior_widths():
     # Var(shift) = C / n_sim against the posterior's C (1/n_obs + 1/n_sim)
     assert mean_noise(250, 10) == pytest.approx(np.sqrt(0.004 / 0.104))
     assert mean_noise(10**9, 10) < 1e-3 and mean_noise(10, 10) == pytest.approx(np.sqrt(0.5))
+
+
+def exact_covariance_vectors(cov: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """n vectors whose sample covariance is exactly cov (whitened draws, recoloured)."""
+    z = np.random.default_rng(seed).standard_normal((n, len(cov)))
+    z -= z.mean(0)
+    z = z @ np.linalg.inv(np.linalg.cholesky(np.cov(z, rowvar=False)).T)
+    return z @ np.linalg.cholesky(cov).T
+
+
+def linear_table(name: str, response: np.ndarray, spec) -> "SimulationTable":
+    """A table whose mean is mu(theta) = response @ theta + a cubic that vanishes in the gradient at
+    theta = (0.3, 0.8) (so the spline's gradient there is response, if it is exact on cubics)."""
+    from pipeline.infer.simulations import GridAxes, SimulationTable
+
+    axes = GridAxes.spanning(("Omega_m", "sigma_8"), (0.2, 0.6), (0.4, 1.0), 9)
+    a, b = np.meshgrid(*[np.asarray(v) for v in axes.values], indexing="ij")
+    theta = np.stack([a, b], -1)
+    cubic = ((a - 0.3) ** 3 - (a - 0.3) * (b - 0.8) ** 2)[..., None] * np.arange(1, spec.size + 1)
+    return SimulationTable(name, spec, axes, np.array([0.3, 0.8]), theta @ response.T + cubic,
+                           np.zeros((4, spec.size)), 100, 0, "")
+
+
+def test_fisher_forecast_of_a_linear_gaussian_model():
+    """mu = A theta with a known covariance: F = A^T C^-1 A / (1/n_obs + 1/n_sim) exactly; the
+    spline's gradient is exact; halving the emulator's response doubles its width with the same
+    covariance, and doubling its maps' scatter doubles it with the same response."""
+    from pipeline.infer.fisher import fisher_matrix, forecasts, marginal_std, mean_gradient
+    from pipeline.infer.summaries import SummarySpec
+
+    spec = SummarySpec(("power_spectrum", "peaks"), (50.0, 100.0, 200.0), (-1.0, 0.0, 1.0), 1.0, 16, 1.0)
+    rng = np.random.default_rng(4)
+    A = rng.standard_normal((4, 2)) * 3
+    B = rng.standard_normal((4, 4))
+    C = B @ B.T + 4 * np.eye(4)
+    phys, emu = linear_table("physics", A, spec), linear_table("emulator", A / 2, spec)
+    np.testing.assert_allclose(mean_gradient(phys, np.array([0.3, 0.8])), A, rtol=1e-9, atol=1e-9)
+    vectors = exact_covariance_vectors(C, 500, 5)
+    like = Likelihood.from_vectors(vectors, n_sim=100)
+    expect = A.T @ np.linalg.solve(C, A) / (1 / 10 + 1 / 100)
+    np.testing.assert_allclose(fisher_matrix(A, like, 10), expect, rtol=1e-9)
+    np.testing.assert_allclose(marginal_std(expect), np.sqrt(np.diag(np.linalg.inv(expect))), rtol=1e-12)
+    assert np.isinf(marginal_std(np.array([[1.0, 1.0], [1.0, 1.0]]))).all()
+
+    out = forecasts({"physics": phys, "emulator": emu}, {"physics": vectors, "emulator": 2 * vectors},
+                    np.array([0.3, 0.8]), 10, [("power_spectrum", "peaks"), ("peaks",)])
+    got = {(f.statistics, f.mean_from, f.covariance_from): np.array(f.std) for f in out}
+    assert len(got) == 8
+    both = ("power_spectrum", "peaks")
+    base = got[(both, "physics", "physics")]
+    np.testing.assert_allclose(base, marginal_std(expect), rtol=1e-9)
+    np.testing.assert_allclose(got[(both, "emulator", "physics")], 2 * base, rtol=1e-9)
+    np.testing.assert_allclose(got[(both, "physics", "emulator")], 2 * base, rtol=1e-9)
+    np.testing.assert_allclose(got[(both, "emulator", "emulator")], 4 * base, rtol=1e-9)
+    # peaks alone: its two components only
+    sub = A[2:]
+    f_peaks = sub.T @ np.linalg.solve(C[2:, 2:], sub) / (1 / 10 + 1 / 100)
+    np.testing.assert_allclose(got[(("peaks",), "physics", "physics")], marginal_std(f_peaks), rtol=1e-9)
