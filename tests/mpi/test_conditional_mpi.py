@@ -11,6 +11,7 @@ import time
 import h5py
 import numpy as np
 import pytest
+import torch
 
 from conftest import (CONFIGS, LENIENT, REPO, assert_one_line_error, assert_same_state, cli_env, last_checkpoint,
                       run_cli, run_main)
@@ -117,6 +118,36 @@ def test_training_on_one_value_of_a_conditioning_parameter_is_refused(tiny_data,
                     "--set", "model.condition_on=[Omega_m, sigma_8]")
     assert_one_line_error(proc, "every training map has sigma_8 = 0.8")
     assert not (tmp_path / "r").exists()
+
+
+def test_a_per_cosmology_transform_is_saved_and_generates_each_cosmology_above_its_own_floor(cond_data,
+                                                                                          tmp_path):
+    """transform.per_cosmology (degree 1: the 2 x 2 design has 4 cosmologies) trains, the
+    checkpoint holds the fitted transform, and generated maps keep each cosmology's floor:
+    no pixel below -shift(theta), a deeper floor where sigma_8 is higher. Degree 2 (6 terms)
+    on 4 cosmologies is refused before anything is written."""
+    from pipeline.data.transforms import ConditionalPixelTransform
+    from pipeline.emulator import Emulator
+
+    run = tmp_path / "run"
+    run_cli("train", "--config", TINY, "--data", cond_data, "--run", run, "--quiet", "--set", "train.steps=4",
+            *CONDITIONAL, "--set", "transform.per_cosmology=true", "--set", "transform.degree=1", check=True)
+    t = last_checkpoint(run).transform
+    assert isinstance(t, ConditionalPixelTransform) and t.degree == 1
+    emulator = Emulator.load(run, "last")
+    floors = []
+    for point in ([0.25, 0.7], [0.25, 0.9]):
+        maps = emulator.sample(16, params=np.array(point))
+        cond = emulator.support.normalise(torch.as_tensor([point], dtype=torch.float32)).numpy()
+        shift = float(np.ravel(t.shift_scale(cond, maps[:1])[0])[0])
+        assert maps.min() >= -shift * (1 + 1e-5)
+        floors.append(shift)
+    assert floors[1] > floors[0]
+
+    proc = run_main("train", "--config", TINY, "--data", cond_data, "--run", tmp_path / "r2", "--set",
+                    "model.condition_on=[Omega_m, sigma_8]", "--set", "transform.per_cosmology=true")
+    assert_one_line_error(proc, "at least 6 training cosmologies, the training split has 4")
+    assert not (tmp_path / "r2").exists()
 
 
 def summary_numbers(path):
