@@ -246,7 +246,7 @@ def _infer(args) -> None:
 
     result = infer(args.emulator, args.observed, args.out, args.checkpoint, args.config, _infer_overrides(args),
                    _simulators(args), args.select, args.n_obs, _hdu(args.hdu), args.side_angle_deg, args.device,
-                   progress=not args.quiet)
+                   args.training_maps, progress=not args.quiet)
     if result is None:
         return
     for name, p in result.posteriors.items():
@@ -263,7 +263,7 @@ def _infer_calibration(args) -> None:
 
     results = calibrate(args.emulator, args.reference, args.out, args.checkpoint, args.config, _infer_overrides(args),
                         _simulators(args), args.cosmologies, args.surveys, args.n_obs, args.device,
-                        progress=not args.quiet)
+                        args.training_maps, progress=not args.quiet)
     if results is None:
         return
     for r in results:
@@ -292,6 +292,9 @@ def _infer_options(s: argparse.ArgumentParser, default_simulator: str) -> None:
                         f"(default {default_simulator})")
     s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="where the emulator runs (auto: a GPU per local rank when there is one)")
+    s.add_argument("--training-maps", metavar="DATASET",
+                   help="the run's training maps (DATA/train): the emulator's mean is corrected by its residual "
+                        "against them at their cosmologies, interpolated between them (docs/inference.md)")
     s.add_argument("--config", help="YAML whose stats, infer and generate sections override the run's")
     _overrides_and_quiet(s, "override a stats/infer value, e.g. infer.ranges=Omega_m=0.25:0.35")
 

@@ -89,7 +89,7 @@ class MapDataset(Dataset):
         """Every map's parameters (n, P) float32, in index order (shards keep them in memory)."""
         parts = [self._shard(k).params for k in range(len(self.manifest.shards))]
         width = len(self.manifest.param_names)
-        return np.concatenate(parts).reshape(-1, width) if parts else np.zeros((0, width), np.float32)
+        return np.concatenate(parts).reshape(self.manifest.n_maps, width) if parts else np.zeros((0, width), np.float32)
 
     def __getitem__(self, index: int):
         maps, params = self.read([index])

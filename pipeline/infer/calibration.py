@@ -84,11 +84,11 @@ def choose_cosmologies(support, points: np.ndarray, which: str) -> list[int]:
 
 def calibrate(run_dir, reference, out_dir, checkpoint: str | None = None, config_path=None, overrides=(),
               simulators=("emulator", "physics"), cosmologies: str = "held-out", surveys: int = 50, n_obs: int = 10,
-              device: str = "auto", progress: bool = True) -> list[CosmologyCalibration] | None:
+              device: str = "auto", training_maps_dir=None, progress: bool = True) -> list[CosmologyCalibration] | None:
     out = Path(out_dir)
     if surveys < 2 or n_obs < 1:
         raise DataError(f"--surveys {surveys} --n-obs {n_obs}: calibration needs at least 2 surveys of at least 1 map")
-    setup = prepare(run_dir, checkpoint, config_path, overrides, tuple(simulators), device)
+    setup = prepare(run_dir, checkpoint, config_path, overrides, tuple(simulators), device, training_maps_dir)
     support = setup.support
     data = MapDataset(reference)
     try:
@@ -105,7 +105,9 @@ def calibrate(run_dir, reference, out_dir, checkpoint: str | None = None, config
 
         def work(tables):
             results, fishers = _calibrate(setup, tables, data, points, rows, progress)
-            _write(out, results, fishers, setup, surveys, n_obs, str(reference), scatter_ratios(tables))
+            correction = tables["emulator"].correction if "emulator" in tables else None
+            _write(out, results, fishers, setup, surveys, n_obs, str(reference), scatter_ratios(tables),
+                   correction and correction.summary(n_obs, setup.cfg.infer.n_sim))
             return results
 
         return with_simulations(setup, out, "infer-calibration", progress, work)
@@ -174,15 +176,20 @@ def _label(names, point) -> str:
 
 
 def _write(out: Path, results, fishers: list[FisherForecast], setup, surveys: int, n_obs: int, reference: str,
-           ratios) -> None:
+           ratios, correction: dict | None) -> None:
     names = setup.support.names
     doc = {"reference": reference, "surveys": surveys, "n_obs": n_obs, "statistics": list(setup.cfg.infer.statistics),
            "likelihood": setup.cfg.infer.likelihood, "covariance": setup.cfg.infer.covariance, "grid": setup.cfg.infer.grid, "n_sim": setup.cfg.infer.n_sim,
            "n_cov": setup.cfg.infer.n_cov, "targets": {"bias_max": BIAS_MAX, "coverage68": list(COVERAGE68),
                                                        "width_ratio_max_dev": WIDTH_RATIO_MAX_DEV},
            "results": [dict(r.__dict__, passed=r.passed()) for r in results], "scatter_ratio_at_fiducial": ratios,
-           "fisher": [dataclasses.asdict(f) for f in fishers]}
+           "fisher": [dataclasses.asdict(f) for f in fishers], "mean_correction": correction}
     text = markdown(results, names, surveys, n_obs)
+    if correction:
+        text += (f"\nThe emulator's mean is corrected by its training maps ({correction['training_maps']}: "
+                 f"{correction['points']} cosmologies, {min(correction['maps_per_point'])}-"
+                 f"{max(correction['maps_per_point'])} maps each), whose own noise can move a posterior by about "
+                 f"{correction['noise_in_sigma']:.2f} of its width.\n")
     if ratios:
         text += ("\nPer-map scatter at the fiducial point, emulator / physical model (median over bins): "
                  + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()) + ".\n")

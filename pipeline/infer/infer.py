@@ -25,6 +25,7 @@ from pipeline.config import Config, with_sections
 from pipeline.data.format import atomic_write_bytes, file_sha256, hdf5_write, atomic_path
 from pipeline.emulator import Emulator
 from pipeline.errors import DataError
+from pipeline.infer.correction import TrainingMaps, mean_correction, training_maps
 from pipeline.infer.likelihood import Likelihood
 from pipeline.infer.observed import Observed, check_geometry, load_observed
 from pipeline.infer.posterior import (LikelihoodSurface, PosteriorSummary, grid_summary, sample_emcee,
@@ -65,6 +66,7 @@ class LikelihoodInfo:
     grid: list[int]
     refine: int
     mean_noise_in_sigma: float     # sqrt((1/n_sim) / (1/n_obs + 1/n_sim)): see mean_noise()
+    mean_correction: dict | None = None  # MeanCorrection.summary() when --training-maps corrected the mean
 
 
 class Solver:
@@ -175,13 +177,15 @@ def fiducial_point(support: ParamSupport, text: str) -> np.ndarray:
 @dataclass
 class Setup:
     """What an inference or a calibration is run with: the emulator, the resolved config, the
-    simulation grid, the fiducial point and the simulators by name."""
+    simulation grid, the fiducial point, the simulators by name and the training maps that
+    correct the emulator's mean (None: uncorrected)."""
 
     emulator: Emulator
     cfg: Config
     axes: GridAxes
     fiducial: np.ndarray
     sims: dict
+    training: TrainingMaps | None = None
 
     @property
     def support(self) -> ParamSupport:
@@ -189,9 +193,10 @@ class Setup:
 
 
 def prepare(run_dir, checkpoint: str | None, config_path, overrides, simulators: tuple[str, ...],
-            device: str) -> Setup:
+            device: str, training_maps_dir=None) -> Setup:
     """Load and check everything an inference needs before any work (on every rank alike).
-    checkpoint None: best.pt when training kept one, else the last."""
+    checkpoint None: best.pt when training kept one, else the last. training_maps_dir: a
+    dataset of the run's training maps, to correct the emulator's mean (correction.py)."""
     if checkpoint is None:
         checkpoint = "best" if (Path(run_dir) / "checkpoints" / "best.pt").is_file() else "last"
     emulator = Emulator.load(run_dir, checkpoint, device=resolve_device(device))
@@ -207,28 +212,39 @@ def prepare(run_dir, checkpoint: str | None, config_path, overrides, simulators:
         raise DataError(f"infer.n_cov: {cfg.infer.n_cov} fiducial maps for a data vector of {d} components; the "
                         f"covariance needs more than d + 2 (set infer.n_cov >= {d + 3}, or use fewer statistics or "
                         "bins)")
-    return Setup(emulator, cfg, axes, fiducial, sims)
+    training = None
+    if training_maps_dir is not None:
+        if "emulator" not in sims:
+            raise DataError("--training-maps corrects the emulator's mean; this inference runs the physical model "
+                            "alone")
+        training = training_maps(training_maps_dir, emulator.support, emulator.map_size, emulator.side_angle_deg)
+    return Setup(emulator, cfg, axes, fiducial, sims, training)
 
 
 def simulation_tables(setup: Setup, out: Path, progress: bool) -> dict[str, SimulationTable]:
-    """Every simulator's table in OUT (computed, resumed or reused); the caller holds OUT's lock."""
+    """Every simulator's table in OUT (computed, resumed or reused), the emulator's mean
+    corrected by the training maps when the setup has them; the caller holds OUT's lock."""
     emu_sim = setup.sims.get("emulator") or EmulatorSimulator(setup.emulator, setup.cfg.infer.batch_size)
     spec = summary_spec(setup.cfg, setup.emulator, emu_sim, setup.fiducial)
     ic = setup.cfg.infer
-    return {name: simulation_table(sim, spec, setup.axes, setup.fiducial, ic.n_sim, ic.n_cov, ic.seed,
-                                   out / f"simulations-{name}.h5",
-                                   table_recipe(setup.cfg, setup.emulator, name, spec, setup.axes, setup.fiducial),
-                                   progress)
-            for name, sim in setup.sims.items()}
+    tables = {name: simulation_table(sim, spec, setup.axes, setup.fiducial, ic.n_sim, ic.n_cov, ic.seed,
+                                     out / f"simulations-{name}.h5",
+                                     table_recipe(setup.cfg, setup.emulator, name, spec, setup.axes, setup.fiducial),
+                                     progress)
+              for name, sim in setup.sims.items()}
+    if setup.training is not None:
+        correction = mean_correction(emu_sim, tables["emulator"], setup.training, out, progress)
+        tables["emulator"] = correction.applied_to(tables["emulator"], setup.support)
+    return tables
 
 
 def infer(run_dir, observed_path, out_dir, checkpoint: str | None = None, config_path=None, overrides=(),
           simulators: tuple[str, ...] = ("emulator",), select: str | None = None, n_obs: int | None = None,
-          hdu=None, side_angle_deg: float | None = None, device: str = "auto",
+          hdu=None, side_angle_deg: float | None = None, device: str = "auto", training_maps_dir=None,
           progress: bool = True) -> InferenceResult | None:
     """Write the posterior to out_dir; rank 0 returns it (the others None)."""
     out = Path(out_dir)
-    setup = prepare(run_dir, checkpoint, config_path, overrides, simulators, device)
+    setup = prepare(run_dir, checkpoint, config_path, overrides, simulators, device, training_maps_dir)
     support = setup.support
     chosen = None if select is None else support.parse(select, "--select")
     observed = load_observed(observed_path, support.names, chosen, n_obs, hdu, side_angle_deg)
@@ -319,7 +335,8 @@ def posterior_of(observed: Observed, tables: dict[str, SimulationTable], sims: d
         posteriors[name] = Posterior(summary, surface.axes, lp, samples)
         info[name] = LikelihoodInfo(ic.likelihood, ic.covariance, cov_point.tolist(), table.n_cov, table.n_sim,
                                     like.size, [lab for lab, k in zip(table.spec.labels(), like.keep) if not k],
-                                    list(table.axes.shape), ic.refine, mean_noise(table.n_sim, observed.n_obs))
+                                    list(table.axes.shape), ic.refine, mean_noise(table.n_sim, observed.n_obs),
+                                    table.correction and table.correction.summary(observed.n_obs, table.n_sim))
     return InferenceResult(posteriors, observed, info, out)
 
 

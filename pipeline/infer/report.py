@@ -122,6 +122,10 @@ def write_report(result, emulator) -> None:
             "(the grid's range) cuts the posterior" for k, p in result.posteriors.items() if p.summary.edge_mass > 0.01]
     corr = "; ".join(f"{esc(k)} {p.summary.correlation[0, 1]:+.2f}" for k, p in result.posteriors.items()
                      if len(p.summary.names) > 1)
+    corrected = "".join(
+        f"; the {esc(k)}'s mean corrected by its training maps ({esc(c['training_maps'])}, {c['points']} "
+        f"cosmologies), whose own noise can move the posterior by about {c['noise_in_sigma']:.2f} of its width"
+        for k, c in ((k, v.mean_correction) for k, v in result.likelihood.items()) if c)
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     page = f"""<!DOCTYPE html>
 <html lang="en">
@@ -144,7 +148,7 @@ scaled by 1/n_obs + 1/n_sim</dd>
 <dt>simulations</dt><dd>a {"×".join(map(str, like.grid))} grid, {like.n_sim} maps per point (the same latent draws at
 every point), refined ×{like.refine} by a cubic spline; flat prior over the grid's box. The mean's own noise can move
 the posterior as a whole by about {like.mean_noise_in_sigma:.2f} of its standard deviation (more maps per point,
---n-sim, make it smaller)</dd>
+--n-sim, make it smaller){corrected}</dd>
 <dt>written</dt><dd>{when}</dd></dl>
 {"".join(f'<p class="warn">{x}</p>' for x in edge)}
 <h2>Posterior</h2>

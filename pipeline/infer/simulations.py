@@ -16,6 +16,7 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
@@ -26,6 +27,9 @@ from pipeline.infer.simulators import Simulator
 from pipeline.infer.summaries import SummarySpec
 from pipeline.parallel.comm import progress_bar, rank_local_work, world
 from pipeline.stats.fanout import parts_dir, recipe_of
+
+if TYPE_CHECKING:
+    from pipeline.infer.correction import MeanCorrection
 
 COV_CHUNK = 256  # fiducial maps per chunk
 FORMAT = "cosmogan-simulation-table/1"
@@ -54,8 +58,9 @@ class GridAxes:
 
 @dataclass(frozen=True)
 class SimulationTable:
-    """means: (*axes.shape, d) mean data vector of n_sim maps at each grid point;
-    fiducial_vectors: (n_cov, d) data vectors of the maps at ``fiducial`` (P,)."""
+    """means: (*axes.shape, d) mean data vector of n_sim maps at each grid point (plus
+    ``correction``'s delta(theta) when it holds one); fiducial_vectors: (n_cov, d) data
+    vectors of the maps at ``fiducial`` (P,)."""
 
     simulator: str
     spec: SummarySpec
@@ -66,6 +71,7 @@ class SimulationTable:
     n_sim: int
     seed: int
     recipe: str
+    correction: MeanCorrection | None = None
 
     @property
     def n_cov(self) -> int:

@@ -256,3 +256,101 @@ def test_calibration_needs_enough_maps(cond_run, cond_data, tmp_path):  # noqa: 
                     tmp_path / "cal", "--surveys", "5", "--n-obs", "4", *SMALL)
     assert_one_line_error(proc, "16 maps at Omega_m=0.3,sigma_8=0.75", "fewer than 5 surveys of 4 maps")
     assert not (tmp_path / "cal").exists()
+
+
+def test_training_maps_correct_the_emulators_mean(serial, cond_run, cond_data, tmp_path):  # noqa: F811
+    """--training-maps: at each training cosmology the residual is the training maps' mean data
+    vector minus the emulator's (its n_sim grid draws), computed here independently; 1 and 2
+    ranks write the same correction; the summary and page say that the mean was corrected."""
+    from pipeline.data.loader import MapDataset
+    from pipeline.emulator import Emulator
+    from pipeline.infer.simulations import read_table
+    from pipeline.models.conditioning import distinct_rows
+
+    outs = []
+    for ranks in (0, 2):
+        out = copy_of_the_simulations(serial, tmp_path / f"ranks{ranks}")
+        run_cli(*infer_args(cond_run, cond_data, out, "--training-maps", cond_data / "train"), ranks=ranks,
+                check=True)
+        outs.append(out)
+    a, b = (numbers(out / "mean-correction.h5") for out in outs)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert numbers(outs[1] / "posterior.h5").keys() == numbers(outs[0] / "posterior.h5").keys()
+
+    table = read_table(serial[0] / "simulations-emulator.h5")
+    data = MapDataset(cond_data / "train")
+    points, which = distinct_rows(data.all_params())
+    emu = Emulator.load(cond_run, "best")
+    for k, point in enumerate(points):
+        maps, _ = data.read(np.flatnonzero(which == k))
+        want = table.spec.measure(maps).mean(0) - table.spec.measure(
+            emu.sample(table.n_sim, params=point, seed=table.seed)).mean(0)
+        row = int(np.flatnonzero(np.all(np.abs(a["points"] - point) < 1e-12, axis=1))[0])
+        np.testing.assert_allclose(a["residuals"][row], want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    assert sorted(a["n_maps"].tolist()) == [64] * 4
+
+    s = json.loads((outs[0] / "summary.json").read_text())
+    c = s["likelihood"]["emulator"]["mean_correction"]
+    assert c["points"] == 4 and c["maps_per_point"] == [64] * 4
+    assert c["noise_in_sigma"] == pytest.approx(np.sqrt((1 / 64) / (1 / 8 + 1 / 16)))
+    assert json.loads((serial[0] / "summary.json").read_text())["likelihood"]["emulator"]["mean_correction"] is None
+    assert s["posteriors"]["emulator"]["mean"] != json.loads(
+        (serial[0] / "summary.json").read_text())["posteriors"]["emulator"]["mean"]
+    assert "corrected by its training maps" in (outs[0] / "index.html").read_text()
+
+
+@pytest.fixture(scope="module")
+def bad_training_maps(tmp_path_factory, cond_data):  # noqa: F811
+    """Datasets that cannot correct the tiny run: maps of another size, parameters outside the
+    support, too few maps at a cosmology, too few cosmologies, no parameters."""
+    from pipeline.data.loader import MapDataset
+
+    d = tmp_path_factory.mktemp("bad-train")
+    maps, params = MapDataset(cond_data / "train").read(np.arange(64))
+    corners = np.array([[0.25, 0.7], [0.25, 0.9], [0.35, 0.7], [0.35, 0.9]], np.float32)
+
+    def dataset(name, m, p=None, angle=1.75):
+        args = ["import-npy", d / f"{name}.npy", "--out", d / name, "--side-angle-deg", angle, "--quiet"]
+        np.save(d / f"{name}.npy", m)
+        if p is not None:
+            np.save(d / f"{name}-params.npy", p)
+            args += ["--params", d / f"{name}-params.npy", "--param-names", "Omega_m,sigma_8"]
+        run_main(*args, check=True)
+
+    dataset("small", np.zeros((64, 16, 16), np.float32), np.repeat(corners, 16, axis=0))
+    dataset("outside", maps, np.repeat(np.array([[0.25, 0.7], [0.25, 0.9], [0.35, 0.7], [0.45, 0.9]],
+                                                np.float32), 16, axis=0))
+    dataset("few", maps[:32], np.repeat(corners, 8, axis=0))
+    dataset("two", maps, np.repeat(corners[:2], 32, axis=0))
+    dataset("bare", maps)
+    dataset("angle", maps, np.repeat(corners, 16, axis=0), angle=3.5)
+    return d
+
+
+@pytest.mark.parametrize("name, extra, fragments", [
+    ("small", (), ("--training-maps", "small", "16x16", "32x32")),
+    ("angle", (), ("--training-maps", "3.5 deg", "1.75 deg")),
+    ("outside", (), ("--training-maps", "Omega_m=0.45", "outside the emulator's training support")),
+    ("few", (), ("--training-maps", "8 maps at Omega_m=0.25,sigma_8=0.7", "at least 16")),
+    ("two", (), ("--training-maps", "2 cosmologies", "at least 4")),
+    ("bare", (), ("--training-maps", "Omega_m")),
+    ("missing", (), ("missing",)),
+    ("small", ("--simulator", "physics"), ("--training-maps", "physical model alone")),
+])
+def test_bad_training_maps_are_one_line_and_write_nothing(cond_run, cond_data, bad_training_maps,  # noqa: F811
+                                                          tmp_path, name, extra, fragments):
+    out = tmp_path / "out"
+    proc = run_main(*infer_args(cond_run, cond_data, out, "--training-maps", bad_training_maps / name, *extra))
+    assert_one_line_error(proc, *fragments)
+    assert not out.exists()
+
+
+def test_calibration_with_the_training_maps(cond_run, cond_data, tmp_path):  # noqa: F811
+    out = tmp_path / "cal"
+    run_cli("infer-calibration", "--emulator", cond_run, "--reference", cond_data / "test", "--out", out,
+            "--surveys", "4", "--n-obs", "4", "--training-maps", cond_data / "train", *SMALL, check=True)
+    doc = json.loads((out / "calibration.json").read_text())
+    assert doc["mean_correction"]["points"] == 4 and len(doc["results"]) == 4
+    assert (out / "mean-correction.h5").is_file()
+    assert "corrected by its training maps" in (out / "calibration.md").read_text()

@@ -171,3 +171,32 @@ def test_fisher_forecast_of_a_linear_gaussian_model():
     sub = A[2:]
     f_peaks = sub.T @ np.linalg.solve(C[2:, 2:], sub) / (1 / 10 + 1 / 100)
     np.testing.assert_allclose(got[(("peaks",), "physics", "physics")], marginal_std(f_peaks), rtol=1e-9)
+
+
+def test_the_training_maps_correction_removes_a_linear_error_exactly():
+    """An emulator whose mean responds half as much as the truth's, plus a constant offset: the
+    residual at the training cosmologies is linear in theta, so the thin-plate spline with its
+    linear term restores the true mean at every grid point, not only at the training ones; a
+    curved residual is reproduced at the training points and approximated between them."""
+    from pipeline.infer.correction import MeanCorrection
+    from pipeline.infer.summaries import SummarySpec
+
+    spec = SummarySpec(("power_spectrum", "peaks"), (50.0, 100.0, 200.0), (-1.0, 0.0, 1.0), 1.0, 16, 1.0)
+    A = np.random.default_rng(7).standard_normal((4, 2)) * 3
+    truth, emu = linear_table("physics", A, spec), linear_table("emulator", A / 2, spec)
+    offset = np.array([0.5, -1.0, 2.0, 0.0])
+    emu = type(emu)(**{**emu.__dict__, "means": emu.means + offset})
+    design = np.array([(a, b) for a in (0.2, 0.25, 0.3, 0.35, 0.4) for b in (0.6, 0.7, 0.8, 0.9, 1.0)])
+    residuals = design @ (A / 2).T - offset
+    corrected = MeanCorrection("train", design, residuals, [512] * 25).applied_to(emu, SUPPORT)
+    np.testing.assert_allclose(corrected.means, truth.means, atol=1e-9)
+    assert corrected.correction is not None and emu.correction is None
+
+    curved = MeanCorrection("train", design, (design[:, :1] - 0.3) ** 2 * np.ones(4), [512] * 25)
+    np.testing.assert_allclose(curved.at(design, SUPPORT), curved.residuals, atol=1e-9)
+    # midway between training points, no worse than a straight line between them: (h/2)^2 f''/2
+    # = 0.025^2 = 6.25e-4 for h = 0.05 and f'' = 2
+    between = np.array([[0.225, 0.75], [0.325, 0.95]])
+    np.testing.assert_allclose(curved.at(between, SUPPORT)[:, 0], (between[:, 0] - 0.3) ** 2, rtol=0, atol=6.25e-4)
+    # the training means' own noise: 1/512 of a map's covariance against 1/10 + 1/512
+    assert curved.noise_in_sigma(10, 512) == pytest.approx(np.sqrt((1 / 512) / (1 / 10 + 1 / 512)))
