@@ -38,6 +38,14 @@ def density(p) -> np.ndarray:
     return h / h.sum()
 
 
+def style(result, name: str) -> tuple[str, str, str]:
+    """(colour, line style, legend label) of a simulator's curves; the label says when the
+    emulator's mean was corrected by its training maps."""
+    color, ls, label = STYLE[name]
+    info = result.likelihood.get(name)
+    return color, ls, label[:-1] + ", corrected mean)" if info and info.mean_correction else label
+
+
 def contour_figure(result, path):
     names = next(iter(result.posteriors.values())).summary.names
     truth = result.observed.truth
@@ -46,7 +54,7 @@ def contour_figure(result, path):
             fig = Figure(figsize=(5.2, 3.6))
             ax = fig.subplots()
             for name, p in result.posteriors.items():
-                color, ls, label = STYLE[name]
+                color, ls, label = style(result, name)
                 w = density(p)
                 ax.plot(p.axes[0], w / np.trapezoid(w, p.axes[0]), color=color, ls=ls, label=label)
             if truth is not None:
@@ -62,7 +70,7 @@ def contour_figure(result, path):
             right = fig.add_subplot(grid[1, 1], sharey=main)
             handles = []
             for name, p in result.posteriors.items():
-                color, ls, label = STYLE[name]
+                color, ls, label = style(result, name)
                 w = density(p)
                 levels = sorted(set(density_levels(w)))
                 main.contour(p.axes[0], p.axes[1], w.T, levels=levels + [w.max() * 1.0001], colors=[color],
