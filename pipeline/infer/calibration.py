@@ -30,7 +30,7 @@ from pipeline.errors import DataError
 from pipeline.infer.fisher import FisherForecast, forecasts
 from pipeline.infer.infer import Solver, prepare, with_simulations
 from pipeline.infer.posterior import grid_summary
-from pipeline.models.conditioning import distinct_rows, rows_at
+from pipeline.models.conditioning import distinct_rows, point_label, rows_at
 from pipeline.parallel.comm import progress_bar
 
 BIAS_MAX = 0.3
@@ -99,7 +99,7 @@ def calibrate(run_dir, reference, out_dir, checkpoint: str | None = None, config
         for c in chosen:
             idx = np.flatnonzero(which == c)
             if len(idx) < surveys * n_obs:
-                raise DataError(f"{reference}: {len(idx)} maps at {_label(support.names, points[c])}, fewer than "
+                raise DataError(f"{reference}: {len(idx)} maps at {point_label(support.names, points[c])}, fewer than "
                                 f"{surveys} surveys of {n_obs} maps")
             rows[c] = idx[:surveys * n_obs].reshape(surveys, n_obs)
 
@@ -171,10 +171,6 @@ def scatter_ratios(tables) -> dict[str, float] | None:
     return {s: float(np.median(e[(names == s) & (p > 0)] / p[(names == s) & (p > 0)])) for s in spec.statistics}
 
 
-def _label(names, point) -> str:
-    return ",".join(f"{n}={v:.4g}" for n, v in zip(names, point))
-
-
 def _write(out: Path, results, fishers: list[FisherForecast], setup, surveys: int, n_obs: int, reference: str,
            ratios, correction: dict | None) -> None:
     names = setup.support.names
@@ -208,7 +204,7 @@ def markdown(results, names, surveys: int, n_obs: int) -> str:
              f"{COVERAGE68[1]:.2f}, width ratio within {WIDTH_RATIO_MAX_DEV:.0%} of 1.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
-        cells = [_label(names, r.point), r.category, r.simulator]
+        cells = [point_label(names, r.point), r.category, r.simulator]
         cells += [f"{b:+.2f} ± {se:.2f}" for b, se in zip(r.bias, r.bias_se)]
         cells += [f"{c:.2f}" for c in r.coverage68] + [f"{c:.2f}" for c in r.coverage95]
         cells += [f"{s:.4f}" for s in r.std]
@@ -234,7 +230,7 @@ def fisher_markdown(fishers: list[FisherForecast], names, n_obs: int) -> str:
              "mean responds less to the parameters, not because its maps scatter more.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for point, group in dict.fromkeys((k[0], k[1]) for k in pick):
-        cells = [_label(names, point), "+".join(group)]
+        cells = [point_label(names, point), "+".join(group)]
         for mean_from, cov_from, _ in columns:
             std = pick.get((point, group, mean_from, cov_from))
             cells += [f"{v:.4f}" for v in std] if std else ["—"] * len(names)

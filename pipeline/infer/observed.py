@@ -58,7 +58,7 @@ def load_observed(path: str | Path, param_names: tuple[str, ...], select: np.nda
         raise DataError(f"{path}: no such file or directory")
     else:
         raise DataError(f"{path}: not a dataset directory, a .npy or a FITS file")
-    if side is not None and side_angle_deg is not None and not same_angle(side, side_angle_deg):
+    if side is not None and side_angle_deg is not None and not _same_angle(side, side_angle_deg):
         raise DataError(f"{path}: the maps cover {side:g} deg, but --side-angle-deg says {side_angle_deg:g}")
     side = side if side is not None else side_angle_deg
     if n_obs is not None:
@@ -73,15 +73,20 @@ def load_observed(path: str | Path, param_names: tuple[str, ...], select: np.nda
 
 def check_geometry(observed: Observed, map_size: int, side_angle_deg: float) -> None:
     """The survey's maps must be the emulator's: the same pixels and field."""
-    h, w = observed.maps.shape[1:]
+    check_map_geometry(observed.source, observed.maps.shape[1:], observed.side_angle_deg, map_size, side_angle_deg)
+
+
+def check_map_geometry(where: str, shape, side: float | None, map_size: int, side_angle_deg: float) -> None:
+    """Maps of ``shape`` (H, W) covering ``side`` degrees (None: unknown) must be the
+    emulator's map_size pixels a side and side_angle_deg."""
+    h, w = shape
     if (h, w) != (map_size, map_size):
-        raise DataError(f"{observed.source}: maps are {h}x{w}, the emulator's are {map_size}x{map_size}")
-    if observed.side_angle_deg is not None and not same_angle(observed.side_angle_deg, side_angle_deg):
-        raise DataError(f"{observed.source}: maps cover {observed.side_angle_deg:g} deg, the emulator's "
-                        f"{side_angle_deg:g} deg")
+        raise DataError(f"{where}: maps are {h}x{w}, the emulator's are {map_size}x{map_size}")
+    if side is not None and not _same_angle(side, side_angle_deg):
+        raise DataError(f"{where}: maps cover {side:g} deg, the emulator's {side_angle_deg:g} deg")
 
 
-def same_angle(a: float, b: float) -> bool:
+def _same_angle(a: float, b: float) -> bool:
     return abs(a - b) <= ANGLE_RTOL * max(abs(a), abs(b))
 
 

@@ -148,6 +148,11 @@ class ParamSupport:
             raise DataError(f"{where}: malformed conditioning support ({e})") from None
 
 
+def point_label(names, point) -> str:
+    """One cosmology for a message or table: "Omega_m=0.3,sigma_8=0.8"."""
+    return ",".join(f"{n}={v:.4g}" for n, v in zip(names, point))
+
+
 def distinct_rows(columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The distinct rows (C, P) of per-map parameters (n, P), in order of first appearance,
     and each map's row number (n,): a dataset's cosmologies and which map has which."""
