@@ -116,8 +116,8 @@ def training_maps(path, support: ParamSupport, map_size: int, side_angle_deg: fl
     outside = support.check(params, True, where)
     if outside.any():
         i = int(np.flatnonzero(outside)[0])
-        raise DataError(f"{where}: map {i} is at {point_label(support.names, params[i])}, outside the emulator's training support; the correction "
-                        "is made from the maps it was trained on")
+        raise DataError(f"{where}: map {i} is at {point_label(support.names, params[i])}, outside the emulator's "
+                        "training support; the correction is made from the maps it was trained on")
     points, which = distinct_rows(params)
     rows = tuple(np.flatnonzero(which == k) for k in range(len(points)))
     if len(points) < len(support.names) + 2:
@@ -126,8 +126,8 @@ def training_maps(path, support: ParamSupport, map_size: int, side_angle_deg: fl
     few = [k for k, r in enumerate(rows) if len(r) < MIN_MAPS_PER_POINT]
     if few:
         k = few[0]
-        raise DataError(f"{where}: {len(rows[k])} maps at {point_label(support.names, points[k])}; the correction needs at least "
-                        f"{MIN_MAPS_PER_POINT} per cosmology")
+        raise DataError(f"{where}: {len(rows[k])} maps at {point_label(support.names, points[k])}; the correction "
+                        f"needs at least {MIN_MAPS_PER_POINT} per cosmology")
     return TrainingMaps(path, points, rows)
 
 
